@@ -1,0 +1,20 @@
+// Package driver is a database/sql driver for Tandem, registered as "tandem".
+//
+//	db, err := sql.Open("tandem", "tandem://host1:9001,host2:9001/app?consistency=leader&timeout=5s")
+//
+// or, with TLS or any other client option:
+//
+//	connector, err := driver.NewConnector(driver.Config{Client: client.Config{Addrs: addrs, TLS: tlsCfg}, DB: "app"})
+//	db := sql.OpenDB(connector)
+//
+// DSN parameters: consistency (linearizable, leader, stale; default linearizable), timeout
+// (per-call budget when the context has none), dial_timeout, page_size (rows per page),
+// node (the node stale reads go to), name (client name in the servers' logs).
+//
+// All database/sql connections of one connector (one *sql.DB) share one client.Client, so a
+// pool of many connections still holds one TCP connection per node. Transactions are
+// interactive (BEGIN ... COMMIT on the leader). Arguments may be nil, integers, float64,
+// bool (stored as 0/1), string, []byte and time.Time (stored as RFC 3339 text with
+// nanoseconds, UTC); values of columns declared DATE, DATETIME or TIMESTAMP are read back as
+// time.Time. WithConsistency and WithMinIndex set a query's consistency through its context.
+package driver

@@ -1,0 +1,275 @@
+package consensus
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// applier is the apply goroutine's own state.
+type applier struct {
+	index     uint64            // last committed index processed (applied or skipped)
+	lastSnap  uint64            // index of the newest snapshot (local or installed)
+	conf      *raftpb.ConfState // configuration as of index
+	snapRetry uint64            // after a failed SaveSnapshot, do not retry before this index
+}
+
+// applyJob is either committed entries or a snapshot to install (done gets the result).
+type applyJob struct {
+	ents []*raftpb.Entry
+	snap *raftpb.Snapshot
+	done chan error
+}
+
+func (n *Node) applyLoop() {
+	defer n.wg.Done()
+	n.ap.index = n.ap.lastSnap
+	for {
+		select {
+		case j := <-n.applyc:
+			if j.snap != nil {
+				n.installSnapshot(j.snap)
+				j.done <- nil
+				continue
+			}
+			n.applyEntries(j.ents)
+		case <-n.stopc:
+			return
+		}
+	}
+}
+
+func (n *Node) isDiverged() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.diverged
+}
+
+func (n *Node) applyEntries(ents []*raftpb.Entry) {
+	for len(ents) > 0 && ents[0].GetIndex() <= n.ap.index {
+		ents = ents[1:]
+	}
+	if len(ents) == 0 {
+		return
+	}
+	if first := ents[0].GetIndex(); first != n.ap.index+1 {
+		n.fail(fmt.Sprintf("gap in committed entries: applied %d, next %d", n.ap.index, first))
+		return
+	}
+	diverged := n.isDiverged()
+	if !diverged {
+		batch := make([]Entry, len(ents))
+		for i, e := range ents {
+			batch[i] = Entry{Index: e.GetIndex(), Term: e.GetTerm()}
+			if e.GetType() == raftpb.EntryNormal && len(e.GetData()) > 0 {
+				batch[i].Data = e.GetData()
+			}
+		}
+		if err := n.cfg.StateMachine.Apply(batch); err != nil {
+			n.fail(fmt.Sprintf("apply entries %d..%d: %v", batch[0].Index, batch[len(batch)-1].Index, err))
+			diverged = true
+		}
+	}
+	// Raft's configuration must follow the log even when the state machine has stopped.
+	added := false
+	for _, e := range ents {
+		if e.GetType() != raftpb.EntryNormal {
+			added = n.applyConfChange(e) || added
+		}
+	}
+	last := ents[len(ents)-1]
+	n.ap.index = last.GetIndex()
+	n.mu.Lock()
+	if !diverged {
+		n.applied, n.appliedTerm = last.GetIndex(), last.GetTerm()
+	}
+	n.notifyLocked()
+	n.mu.Unlock()
+
+	// A node added after the newest snapshot could not install it (raft refuses a snapshot
+	// whose configuration lacks the receiver), so once the log is compacted a new member
+	// forces a fresh snapshot.
+	first, _ := n.storage.FirstIndex()
+	force := added && first > 1
+	if !diverged && (force || n.ap.index-n.ap.lastSnap >= n.cfg.SnapshotEvery) && n.ap.index >= n.ap.snapRetry {
+		if err := n.takeSnapshot(n.ap.index); err != nil {
+			n.log.Error("snapshot failed; will retry", "index", n.ap.index, "err", err)
+			n.ap.snapRetry = n.ap.index + max(n.cfg.SnapshotEvery/4, 1)
+		}
+	}
+}
+
+// applyConfChange applies a conf change entry and reports whether it added a new member.
+func (n *Node) applyConfChange(e *raftpb.Entry) bool {
+	var (
+		cc  raftpb.ConfChangeI
+		ctx []byte
+	)
+	switch e.GetType() {
+	case raftpb.EntryConfChange:
+		var c raftpb.ConfChange
+		if err := proto.Unmarshal(e.GetData(), &c); err != nil {
+			n.fail(fmt.Sprintf("bad conf change at %d: %v", e.GetIndex(), err))
+			return false
+		}
+		cc, ctx = &c, c.GetContext()
+	case raftpb.EntryConfChangeV2:
+		var c raftpb.ConfChangeV2
+		if err := proto.Unmarshal(e.GetData(), &c); err != nil {
+			n.fail(fmt.Sprintf("bad conf change at %d: %v", e.GetIndex(), err))
+			return false
+		}
+		cc, ctx = &c, c.GetContext()
+	default:
+		return false
+	}
+	before := map[uint64]bool{}
+	for _, id := range append(append([]uint64{}, n.ap.conf.GetVoters()...), n.ap.conf.GetLearners()...) {
+		before[id] = true
+	}
+	cs := n.raft.ApplyConfChange(cc)
+	var mc memberContext
+	_ = json.Unmarshal(ctx, &mc) // conf changes without our context carry no address
+	n.ap.conf = cloneConfState(cs)
+
+	n.mu.Lock()
+	if mc.ID != 0 && mc.Addr != "" && mc.ID != n.cfg.ID {
+		n.addrs[mc.ID] = mc.Addr
+	}
+	n.setConfLocked(cs)
+	n.mu.Unlock()
+	n.log.Info("configuration changed", "index", e.GetIndex(), "voters", cs.GetVoters(),
+		"learners", cs.GetLearners())
+	for _, id := range append(append([]uint64{}, cs.GetVoters()...), cs.GetLearners()...) {
+		if !before[id] {
+			return true
+		}
+	}
+	return false
+}
+
+// setConfLocked installs a new configuration and brings the transport's peers in line.
+func (n *Node) setConfLocked(cs *raftpb.ConfState) {
+	n.conf = cloneConfState(cs)
+	in := map[uint64]bool{}
+	for _, id := range append(append([]uint64{}, cs.GetVoters()...), cs.GetLearners()...) {
+		in[id] = true
+	}
+	for _, id := range append(append([]uint64{}, cs.GetVotersOutgoing()...), cs.GetLearnersNext()...) {
+		in[id] = true
+	}
+	for id, addr := range n.addrs {
+		switch {
+		case id == n.cfg.ID:
+		case in[id]:
+			n.cfg.Transport.SetPeer(id, addr)
+		default:
+			delete(n.addrs, id)
+			n.cfg.Transport.RemovePeer(id)
+		}
+	}
+	if !in[n.cfg.ID] && len(in) > 0 {
+		n.log.Warn("this node is not a member of the configuration (removed?)")
+	}
+	n.notifyLocked()
+}
+
+func cloneConfState(cs *raftpb.ConfState) *raftpb.ConfState {
+	if cs == nil {
+		return &raftpb.ConfState{}
+	}
+	return proto.Clone(cs).(*raftpb.ConfState)
+}
+
+// takeSnapshot asks the state machine for a copy of its state at index (everything applied
+// so far), describes it in a raft snapshot, persists that, and compacts the in-memory log.
+func (n *Node) takeSnapshot(index uint64) error {
+	term, err := n.storage.Term(index)
+	if err != nil {
+		return err
+	}
+	dir := n.dbDir(index)
+	files, err := n.writeLocalSnapshot(dir, n.cfg.StateMachine.SaveSnapshot)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	desc := snapshotDesc{Index: index, Term: term, Members: n.membersLocked(), Files: files}
+	n.mu.Unlock()
+	data, err := json.Marshal(desc)
+	if err != nil {
+		return err
+	}
+	s, err := n.storage.CreateSnapshot(index, n.ap.conf, data)
+	if errors.Is(err, raft.ErrSnapOutOfDate) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := n.saveSnapshot(s); err != nil {
+		n.fail("persist snapshot: " + err.Error())
+		return err
+	}
+	n.ap.lastSnap = index
+	if index > n.cfg.CompactKeep {
+		compact := index - n.cfg.CompactKeep
+		if first, _ := n.storage.FirstIndex(); compact > first {
+			if err := n.storage.Compact(compact); err != nil && !errors.Is(err, raft.ErrCompacted) {
+				return err
+			}
+		}
+	}
+	n.log.Info("snapshot taken", "index", index, "term", term, "files", len(files))
+	n.gcSnapshots()
+	return nil
+}
+
+// installSnapshot replaces the state machine's state with a snapshot received from the leader
+// (files in Dir/snap/recv-<index>). A copy is kept as Dir/snap/db-<index> so that this node
+// can send the snapshot on when it leads.
+func (n *Node) installSnapshot(s *raftpb.Snapshot) {
+	index, term := s.GetMetadata().GetIndex(), s.GetMetadata().GetTerm()
+	recv := n.recvDir(index)
+	desc, err := parseSnapshotDesc(s.GetData())
+	if err == nil {
+		err = checkSnapshotFiles(recv, desc.Files)
+	}
+	if err == nil {
+		_, err = n.writeLocalSnapshot(n.dbDir(index), func(dst string) error { return copyFiles(recv, dst) })
+	}
+	diverged := n.isDiverged()
+	if err == nil && !diverged {
+		err = n.cfg.StateMachine.RestoreSnapshot(recv, index)
+	}
+	if err != nil {
+		n.fail(fmt.Sprintf("install snapshot %d: %v", index, err))
+		diverged = true
+	}
+	n.ap.index, n.ap.lastSnap = index, index
+	n.removeStaleReceives()
+	n.ap.conf = cloneConfState(s.GetMetadata().GetConfState())
+
+	n.mu.Lock()
+	if !diverged {
+		n.applied, n.appliedTerm = index, term
+	}
+	if desc != nil {
+		for _, m := range desc.Members {
+			if m.ID != n.cfg.ID {
+				n.addrs[m.ID] = m.Addr
+			}
+		}
+	}
+	n.setConfLocked(n.ap.conf)
+	n.mu.Unlock()
+	n.log.Info("snapshot installed", "index", index, "term", term)
+	// Safe before the raft loop records this snapshot: clean-up keeps the newest two db dirs
+	// (this one and the previous newest) and releases WAL segments only up to the older of
+	// the two newest snap files already recorded.
+	n.gcSnapshots()
+}

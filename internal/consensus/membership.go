@@ -1,0 +1,224 @@
+package consensus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+)
+
+// retryEvery is how long a membership operation waits for its effect before proposing again
+// (raft drops a conf change while another one is pending, without telling).
+func (n *Node) retryEvery() time.Duration {
+	return 2 * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
+}
+
+func (n *Node) roleLocked(id uint64) (Role, bool) {
+	for _, m := range n.membersLocked() {
+		if m.ID == id {
+			return m.Role, true
+		}
+	}
+	return "", false
+}
+
+// changeMembership proposes cc until done reports true (checked under n.mu on every state
+// change), or ctx ends. Only the leader proposes.
+func (n *Node) changeMembership(ctx context.Context, cc func() *raftpb.ConfChangeV2, done func() (bool, error)) error {
+	for {
+		n.mu.Lock()
+		ok, err := done()
+		if err == nil && !ok {
+			err = n.leaderErrLocked()
+		}
+		n.mu.Unlock()
+		if ok || err != nil {
+			return err
+		}
+		if err := n.raft.ProposeConfChange(ctx, cc()); err != nil && !errors.Is(err, raft.ErrProposalDropped) {
+			return n.raftErr(err)
+		}
+		deadline := time.NewTimer(n.retryEvery())
+	wait:
+		for {
+			n.mu.Lock()
+			ok, err := done()
+			ch := n.changed
+			n.mu.Unlock()
+			if ok || err != nil {
+				deadline.Stop()
+				return err
+			}
+			select {
+			case <-ch:
+			case <-deadline.C:
+				break wait
+			case <-ctx.Done():
+				deadline.Stop()
+				return ctx.Err()
+			case <-n.stopc:
+				deadline.Stop()
+				return ErrStopped
+			}
+		}
+	}
+}
+
+func confChange(typ raftpb.ConfChangeType, id uint64, addr string) *raftpb.ConfChangeV2 {
+	ctx, _ := json.Marshal(memberContext{ID: id, Addr: addr})
+	return &raftpb.ConfChangeV2{
+		Changes: []*raftpb.ConfChangeSingle{{Type: typ.Enum(), NodeId: new(id)}},
+		Context: ctx,
+	}
+}
+
+// AddMember adds id as a learner. The leader promotes it to voter once it has caught up
+// (Match >= commit - CatchUpMargin). Returns when the learner is in the configuration.
+func (n *Node) AddMember(ctx context.Context, id uint64, addr string) error {
+	if id == 0 || addr == "" {
+		return errors.New("consensus: AddMember needs an id and an address")
+	}
+	return n.changeMembership(ctx,
+		func() *raftpb.ConfChangeV2 { return confChange(raftpb.ConfChangeAddLearnerNode, id, addr) },
+		func() (bool, error) {
+			if _, ok := n.roleLocked(id); !ok {
+				return false, nil
+			}
+			if a := n.addrs[id]; a != addr && id != n.cfg.ID {
+				return false, fmt.Errorf("consensus: node %d is already a member at %s", id, a)
+			}
+			return true, nil
+		})
+}
+
+// RemoveMember removes id from the configuration and returns once that is applied here.
+// Removing the leader itself works (it steps down); transferring leadership first is kinder.
+func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
+	return n.changeMembership(ctx,
+		func() *raftpb.ConfChangeV2 { return confChange(raftpb.ConfChangeRemoveNode, id, "") },
+		func() (bool, error) {
+			_, ok := n.roleLocked(id)
+			return !ok, nil
+		})
+}
+
+// TransferLeadership hands leadership to voter to (0: the voter with the highest Match)
+// and waits until that node leads or ctx ends.
+func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
+	if err := n.leaderErr(); err != nil {
+		return err
+	}
+	st := n.raft.Status()
+	if to == 0 {
+		var best uint64
+		for id, pr := range st.Progress {
+			if id == n.cfg.ID || pr.IsLearner {
+				continue
+			}
+			if to == 0 || pr.Match > best || (pr.Match == best && id < to) {
+				to, best = id, pr.Match
+			}
+		}
+		if to == 0 {
+			return errors.New("consensus: no other voter to transfer leadership to")
+		}
+	}
+	if to == n.cfg.ID {
+		return nil
+	}
+	n.mu.Lock()
+	role, ok := n.roleLocked(to)
+	n.mu.Unlock()
+	if !ok || role != RoleVoter {
+		return fmt.Errorf("consensus: node %d is not a voter", to)
+	}
+	for {
+		n.raft.TransferLeadership(ctx, n.cfg.ID, to)
+		deadline := time.NewTimer(n.retryEvery())
+	wait:
+		for {
+			n.mu.Lock()
+			leader, ch := n.leader, n.changed
+			n.mu.Unlock()
+			if leader == to {
+				deadline.Stop()
+				return nil
+			}
+			select {
+			case <-ch:
+			case <-deadline.C:
+				break wait
+			case <-ctx.Done():
+				deadline.Stop()
+				return ctx.Err()
+			case <-n.stopc:
+				deadline.Stop()
+				return ErrStopped
+			}
+		}
+		if err := n.leaderErr(); err != nil {
+			// Leadership went elsewhere; only the old leader can retry.
+			return fmt.Errorf("consensus: transfer to %d did not complete: %w", to, err)
+		}
+	}
+}
+
+// manageMembers runs on every node; while this node leads it promotes caught-up learners,
+// one conf change at a time.
+func (n *Node) manageMembers() {
+	defer n.wg.Done()
+	ticker := time.NewTicker(2 * n.cfg.TickInterval)
+	defer ticker.Stop()
+	var pending uint64
+	var pendingAt time.Time
+	for {
+		select {
+		case <-ticker.C:
+		case <-n.stopc:
+			return
+		}
+		if n.leaderErr() != nil {
+			continue
+		}
+		st := n.raft.Status()
+		if st.RaftState != raft.StateLeader {
+			continue
+		}
+		if pending != 0 {
+			n.mu.Lock()
+			role, ok := n.roleLocked(pending)
+			n.mu.Unlock()
+			if ok && role == RoleLearner && time.Since(pendingAt) < n.retryEvery() {
+				continue // wait for the promotion to apply
+			}
+			pending = 0
+		}
+		commit := st.HardState.GetCommit()
+		for id, pr := range st.Progress {
+			// Caught up: replicating steadily (it has answered), recently heard from, and
+			// within the margin of the commit index.
+			if !pr.IsLearner || pr.State != tracker.StateReplicate || !pr.RecentActive ||
+				pr.Match == 0 || pr.Match+n.cfg.CatchUpMargin < commit {
+				continue
+			}
+			n.mu.Lock()
+			addr := n.addrs[id]
+			n.mu.Unlock()
+			ctx, cancel := context.WithTimeout(n.ctx, n.retryEvery())
+			err := n.raft.ProposeConfChange(ctx, confChange(raftpb.ConfChangeAddNode, id, addr))
+			cancel()
+			if err != nil {
+				n.log.Debug("promotion not proposed", "id", id, "err", err)
+				break
+			}
+			n.log.Info("promoting caught-up learner to voter", "id", id, "match", pr.Match, "commit", commit)
+			pending, pendingAt = id, time.Now()
+			break
+		}
+	}
+}

@@ -1,0 +1,521 @@
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/storage/wal"
+)
+
+func TestReplicationAndRestart(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	want := seq("a", 0, 50)
+	c.proposeAll(want)
+	c.waitConverged(want)
+
+	st := c.node(c.leader()).Status()
+	if len(st.Members) != 3 || !st.Healthy || st.Commit < 50 || st.Applied < 50 {
+		t.Fatalf("leader status = %+v", st)
+	}
+	for _, m := range st.Members {
+		if m.Role != RoleVoter || m.Addr != c.addr(m.ID) {
+			t.Fatalf("member %+v", m)
+		}
+	}
+
+	// A follower restarts from its directory (WAL replay) and catches up.
+	lead := c.leader()
+	follower := uint64(1)
+	if follower == lead {
+		follower = 2
+	}
+	c.stop(follower)
+	more := seq("b", 0, 20)
+	c.proposeAll(more)
+	c.start(follower, false)
+	want = append(want, more...)
+	c.proposeAll(seq("c", 0, 5))
+	want = append(want, seq("c", 0, 5)...)
+	c.waitConverged(want)
+
+	// The whole cluster restarts.
+	for _, id := range c.running() {
+		c.stop(id)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		c.start(id, false)
+	}
+	c.proposeAll(seq("d", 0, 5))
+	want = append(want, seq("d", 0, 5)...)
+	c.waitConverged(want)
+	if got := c.node(c.leader()).Status().Members; len(got) != 3 {
+		t.Fatalf("members after restart: %+v", got)
+	}
+}
+
+func TestLeaderFailover(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	want := seq("a", 0, 20)
+	c.proposeAll(want)
+	c.waitConverged(want)
+
+	old := c.leader()
+	oldTerm := c.node(old).Status().Term
+	c.stop(old)
+	lead := c.leader()
+	if lead == old {
+		t.Fatal("stopped node still leads")
+	}
+	if term := c.node(lead).Status().Term; term <= oldTerm {
+		t.Fatalf("new term %d <= old term %d", term, oldTerm)
+	}
+	more := seq("b", 0, 20)
+	c.proposeAll(more)
+	want = append(want, more...)
+	c.waitConverged(want)
+
+	c.start(old, false)
+	c.waitConverged(want)
+}
+
+func TestLeaderReadyAndNotLeader(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	lead := c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	term, err := c.node(lead).LeaderReady(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := c.node(lead).Status()
+	if term != st.Term {
+		t.Fatalf("LeaderReady term %d, status term %d", term, st.Term)
+	}
+	// The first entry of the term (the leader's empty entry) is applied.
+	found := false
+	for _, e := range c.sm(lead).entries() {
+		if e.Term == term {
+			found = e.Data == nil
+			break
+		}
+	}
+	if !found {
+		t.Fatal("leader's state machine has not applied the empty entry of its term")
+	}
+	for _, id := range c.running() {
+		if id == lead {
+			continue
+		}
+		n := c.node(id)
+		waitFor(t, 5*time.Second, "follower to know the leader", func() bool {
+			st := n.Status()
+			return st.Leader == lead && st.LeaderAddr != ""
+		})
+		_, err := n.LeaderReady(ctx)
+		var nle *NotLeaderError
+		if !errors.As(err, &nle) || !errors.Is(err, ErrNotLeader) || nle.LeaderID != lead || nle.LeaderAddr != c.addr(lead) {
+			t.Fatalf("follower LeaderReady err = %v", err)
+		}
+		if err := n.Propose(ctx, []byte("x")); !errors.As(err, &nle) || nle.LeaderID != lead {
+			t.Fatalf("follower Propose err = %v", err)
+		}
+		if _, err := n.ReadIndex(ctx); !errors.Is(err, ErrNotLeader) {
+			t.Fatalf("follower ReadIndex err = %v", err)
+		}
+	}
+}
+
+func TestReadIndex(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	lead := c.leader()
+	n := c.node(lead)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 5 {
+		data := "r-" + string(rune('a'+i))
+		if err := n.Propose(ctx, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+		var idx uint64
+		waitFor(t, 5*time.Second, "proposal applied", func() bool {
+			for _, e := range c.sm(lead).entries() {
+				if string(e.Data) == data {
+					idx = e.Index
+					return true
+				}
+			}
+			return false
+		})
+		ri, err := n.ReadIndex(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ri < idx {
+			t.Fatalf("ReadIndex %d < index %d of an acknowledged proposal", ri, idx)
+		}
+	}
+}
+
+func TestPartitionedLeaderCannotCommit(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	want := seq("a", 0, 10)
+	c.proposeAll(want)
+	c.waitConverged(want)
+
+	old := c.leader()
+	c.nw.Isolate(old)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = c.node(old).Propose(ctx, []byte("lost")) // accepted into its log, never committed
+	var others []uint64
+	for _, id := range c.running() {
+		if id != old {
+			others = append(others, id)
+		}
+	}
+	lead := c.leader(others...)
+	more := seq("b", 0, 10)
+	for _, d := range more {
+		if err := c.node(lead).Propose(ctx, []byte(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The old leader steps down (check quorum) while isolated.
+	waitFor(t, 5*time.Second, "isolated leader to step down", func() bool {
+		return c.node(old).Propose(ctx, []byte("y")) != nil
+	})
+	c.nw.Heal()
+	want = append(want, more...)
+	c.waitConverged(want)
+	c.propose("after")
+	want = append(want, "after")
+	c.waitConverged(want)
+	for _, id := range c.running() {
+		for _, d := range c.sm(id).data() {
+			if d == "lost" || d == "y" {
+				t.Fatalf("node %d applied %q proposed by a partitioned leader", id, d)
+			}
+		}
+	}
+}
+
+func TestMembership(t *testing.T) {
+	c := newMemCluster(t, func(cfg *Config) { cfg.CatchUpMargin = 5 })
+	c.bootstrap(3)
+	want := seq("a", 0, 10)
+	c.proposeAll(want)
+
+	// A fourth node joins as a learner and is promoted once caught up (not before).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.node(c.leader()).AddMember(ctx, 4, c.addr(4)); err != nil {
+		t.Fatal(err)
+	}
+	role := func() Role {
+		for _, m := range c.node(c.leader()).Status().Members {
+			if m.ID == 4 {
+				return m.Role
+			}
+		}
+		return ""
+	}
+	if r := role(); r != RoleLearner {
+		t.Fatalf("new member's role = %q, want learner", r)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if r := role(); r != RoleLearner {
+		t.Fatalf("member promoted before it caught up: %q", r)
+	}
+	c.start(4, false)
+	c.waitVoter(4)
+	c.waitConverged(want)
+	if err := c.node(c.leader()).AddMember(ctx, 4, c.addr(4)); err != nil {
+		t.Fatalf("adding an existing member again: %v", err)
+	}
+	if err := c.node(c.leader()).AddMember(ctx, 4, "elsewhere"); err == nil {
+		t.Fatal("re-adding a member at another address succeeded")
+	}
+
+	// Remove a follower, then the leader itself.
+	lead := c.leader()
+	victim := uint64(4)
+	if victim == lead {
+		victim = 3
+	}
+	if err := c.node(lead).RemoveMember(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range c.node(lead).Status().Members {
+		if m.ID == victim {
+			t.Fatalf("removed member still listed: %+v", m)
+		}
+	}
+	c.stop(victim)
+	c.proposeAll(seq("b", 0, 5))
+	want = append(want, seq("b", 0, 5)...)
+	c.waitConverged(want)
+
+	if err := c.node(lead).RemoveMember(ctx, lead); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(lead)
+	rest := c.running()
+	if len(rest) != 2 {
+		t.Fatalf("running %v", rest)
+	}
+	nl := c.leader(rest...)
+	if got := len(c.node(nl).Status().Members); got != 2 {
+		t.Fatalf("members = %d, want 2", got)
+	}
+	c.proposeAll(seq("c", 0, 5))
+	want = append(want, seq("c", 0, 5)...)
+	c.waitConverged(want, rest...)
+}
+
+func TestTransferLeadershipAndSubscribe(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	lead := c.leader()
+	var to uint64 = 1
+	for to == lead {
+		to++
+	}
+	sub, unsub := c.node(to).Subscribe()
+	defer unsub()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.node(lead).TransferLeadership(ctx, to); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.leader(); got != to {
+		t.Fatalf("leader %d, want %d", got, to)
+	}
+	// The subscriber on the new leader saw itself become leader.
+	deadline := time.After(5 * time.Second)
+	for seen := false; !seen; {
+		select {
+		case info := <-sub:
+			seen = info.ID == to && info.Addr == c.addr(to)
+		case <-deadline:
+			t.Fatal("subscriber did not see the new leader")
+		}
+	}
+	// to = 0 picks a voter.
+	if err := c.node(to).TransferLeadership(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.leader(); got == to {
+		t.Fatal("leadership did not move")
+	}
+	c.propose("after-transfer")
+	c.waitConverged([]string{"after-transfer"})
+}
+
+func TestApplyErrorMakesNodeUnhealthy(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	lead := c.leader()
+	c.sm(lead).setFailOn([]byte("poison"))
+	c.propose("fine")
+	c.propose("poison")
+	n := c.node(lead)
+	waitFor(t, 5*time.Second, "leader to report divergence", func() bool { return !n.Status().Healthy })
+	st := n.Status()
+	if !strings.Contains(st.Problem, "poison") {
+		t.Fatalf("problem = %q", st.Problem)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := n.Propose(ctx, []byte("more")); !errors.Is(err, ErrDiverged) {
+		t.Fatalf("Propose after divergence: %v", err)
+	}
+	if _, err := n.ReadIndex(ctx); !errors.Is(err, ErrDiverged) {
+		t.Fatalf("ReadIndex after divergence: %v", err)
+	}
+	if _, err := n.LeaderReady(ctx); !errors.Is(err, ErrDiverged) {
+		t.Fatalf("LeaderReady after divergence: %v", err)
+	}
+	applied := st.Applied
+	time.Sleep(50 * time.Millisecond)
+	if got := n.Status().Applied; got != applied {
+		t.Fatalf("applied moved from %d to %d after divergence", applied, got)
+	}
+	// The healthy followers hold the entry.
+	for _, id := range c.running() {
+		if id != lead {
+			waitFor(t, 5*time.Second, "follower to apply", func() bool { return slices.Contains(c.sm(id).data(), "poison") })
+		}
+	}
+}
+
+func TestSnapshotCatchUpMem(t *testing.T) {
+	c := newMemCluster(t, func(cfg *Config) {
+		cfg.SnapshotEvery = 20
+		cfg.CompactKeep = 5
+	})
+	c.bootstrap(3)
+	want := seq("a", 0, 10)
+	c.proposeAll(want)
+	c.waitConverged(want)
+	lead := c.leader()
+	down := uint64(1)
+	if down == lead {
+		down = 2
+	}
+	c.stop(down)
+	more := seq("b", 0, 100)
+	c.proposeAll(more)
+	want = append(want, more...)
+	c.waitConverged(want, c.running()...)
+	behind := c.sm(down).AppliedIndex()
+	for _, id := range c.running() {
+		waitFor(t, 5*time.Second, "compaction past the stopped node", func() bool {
+			first, _ := c.node(id).storage.FirstIndex()
+			return first > behind+1
+		})
+	}
+
+	c.start(down, false)
+	c.waitConverged(want)
+	if c.sm(down).restoreCount() == 0 {
+		t.Fatal("lagging node caught up without a snapshot")
+	}
+	// Old snapshots are cleaned up: at most 2 db dirs and 2 snap files per node.
+	for _, id := range c.running() {
+		ents, _ := os.ReadDir(filepath.Join(c.root, "1", "raft", "snap"))
+		var dbs, snaps int
+		for _, e := range ents {
+			switch {
+			case strings.HasPrefix(e.Name(), "db-"):
+				dbs++
+			case strings.HasSuffix(e.Name(), ".snap"):
+				snaps++
+			}
+		}
+		if dbs > 2 || snaps > 2 {
+			t.Fatalf("node %d keeps %d db dirs and %d snap files", id, dbs, snaps)
+		}
+	}
+	// And the node that installed the snapshot restarts cleanly from it.
+	c.stop(down)
+	c.start(down, false)
+	c.proposeAll(seq("c", 0, 5))
+	want = append(want, seq("c", 0, 5)...)
+	c.waitConverged(want)
+}
+
+func TestStopStopsEverything(t *testing.T) {
+	base := runtime.NumGoroutine()
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	c.proposeAll(seq("a", 0, 5))
+	sub, _ := c.node(1).Subscribe()
+	c.stopAll()
+	for range sub {
+	}
+	waitFor(t, 5*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= base })
+	ctx := context.Background()
+	if err := c.node(1).Propose(ctx, []byte("x")); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Propose after Stop: %v", err)
+	}
+	if _, err := c.node(1).LeaderReady(ctx); !errors.Is(err, ErrStopped) {
+		t.Fatalf("LeaderReady after Stop: %v", err)
+	}
+}
+
+func TestRestartRestoresStateMachineBehindSnapshot(t *testing.T) {
+	c := newMemCluster(t, func(cfg *Config) {
+		cfg.SnapshotEvery = 20
+		cfg.CompactKeep = 5
+	})
+	c.bootstrap(3)
+	want := seq("a", 0, 60)
+	c.proposeAll(want)
+	c.waitConverged(want)
+	lead := c.leader()
+	down := uint64(1)
+	if down == lead {
+		down = 2
+	}
+	snapIndex := c.node(down).Status().Applied
+	waitFor(t, 5*time.Second, "a snapshot on the follower", func() bool {
+		s, _ := c.node(down).storage.Snapshot()
+		snapIndex = s.GetMetadata().GetIndex()
+		return snapIndex > 10
+	})
+	c.stop(down)
+	// Lose the state machine's tail, as if its writes never reached the disk.
+	path := filepath.Join(c.root, fmt.Sprint(down), "sm", "list")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	if err := os.WriteFile(path, []byte(strings.Join(lines[:5], "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.start(down, false)
+	if c.sm(down).restoreCount() != 1 {
+		t.Fatalf("restores = %d, want 1 (state machine at 5, snapshot at %d)", c.sm(down).restoreCount(), snapIndex)
+	}
+	c.proposeAll(seq("b", 0, 5))
+	want = append(want, seq("b", 0, 5)...)
+	c.waitConverged(want)
+}
+
+func TestWALSegmentsPurgedAndReplayed(t *testing.T) {
+	old := wal.SegmentSizeBytes
+	wal.SegmentSizeBytes = 16 << 10
+	t.Cleanup(func() { wal.SegmentSizeBytes = old })
+	c := newMemCluster(t, func(cfg *Config) {
+		cfg.SnapshotEvery = 50
+		cfg.CompactKeep = 10
+	})
+	c.bootstrap(3)
+	pad := strings.Repeat("x", 1000)
+	var want []string
+	for i := range 300 {
+		want = append(want, fmt.Sprintf("%d-%s", i, pad))
+	}
+	c.proposeAll(want)
+	c.waitConverged(want)
+	for _, id := range c.running() {
+		names, err := os.ReadDir(filepath.Join(c.root, fmt.Sprint(id), "raft", "wal"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var segs int
+		for _, e := range names {
+			if strings.HasSuffix(e.Name(), ".wal") {
+				segs++
+			}
+		}
+		t.Logf("node %d: %d wal segments", id, segs)
+		// 300 KB of entries in 16 KB segments: without purging there would be ~20.
+		if segs > 12 {
+			t.Errorf("node %d keeps %d wal segments", id, segs)
+		}
+	}
+	for _, id := range c.running() {
+		c.stop(id)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		c.start(id, false)
+	}
+	c.propose("after-restart")
+	want = append(want, "after-restart")
+	c.waitConverged(want)
+}

@@ -1,0 +1,141 @@
+package consensus
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+func TestSnapshotFileStream(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	big := bytes.Repeat([]byte("0123456789abcdef"), 200000) // 3.2 MB
+	if err := os.WriteFile(filepath.Join(src, "db1"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "empty"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := writeSnapshotFiles(&buf, src, []string{"db1", "empty"}); err != nil {
+		t.Fatal(err)
+	}
+	stream := buf.Bytes()
+	if err := readSnapshotFiles(bytes.NewReader(stream), dst); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dst, "db1"))
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("db1 round trip: %v, %d bytes", err, len(got))
+	}
+	if st, err := os.Stat(filepath.Join(dst, "empty")); err != nil || st.Size() != 0 {
+		t.Fatalf("empty file: %v", err)
+	}
+
+	// A flipped byte fails the crc.
+	bad := bytes.Clone(stream)
+	bad[len(bad)/2] ^= 0xff
+	err = readSnapshotFiles(bytes.NewReader(bad), t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "crc") {
+		t.Fatalf("corrupt stream: %v", err)
+	}
+	// A truncated stream fails.
+	if err := readSnapshotFiles(bytes.NewReader(stream[:len(stream)-3]), t.TempDir()); err == nil {
+		t.Fatal("truncated stream accepted")
+	}
+	// Names with a path are refused.
+	for _, name := range []string{"../x", "a/b", "..", ""} {
+		if validFileName(name) {
+			t.Errorf("name %q accepted", name)
+		}
+	}
+}
+
+type fakeSnaps struct {
+	mu          sync.Mutex
+	unreachable int
+}
+
+func (f *fakeSnaps) OpenSnapshot(uint64) (string, []string, func(), error) {
+	return "", nil, nil, os.ErrNotExist
+}
+func (f *fakeSnaps) ReceiveDir(uint64) (string, error) { return "", os.ErrNotExist }
+func (f *fakeSnaps) ReportUnreachable(uint64) {
+	f.mu.Lock()
+	f.unreachable++
+	f.mu.Unlock()
+}
+func (f *fakeSnaps) ReportSnapshot(uint64, raft.SnapshotStatus) {}
+
+// A peer that accepts but never reads must not keep Stop waiting, and a full queue drops
+// (and reports) instead of blocking Send.
+func TestTCPTransportStopsWithStalledPeer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+
+	snaps := &fakeSnaps{}
+	tr := NewTCPTransport(TCPConfig{Addr: "127.0.0.1:1", QueueSize: 64, IOTimeout: time.Minute})
+	if err := tr.Start(1, func(*raftpb.Message) error { return nil }, snaps); err != nil {
+		t.Fatal(err)
+	}
+	tr.SetPeer(2, l.Addr().String())
+	// An inbound connection that never sends anything.
+	a, b := net.Pipe()
+	defer a.Close()
+	served := make(chan struct{})
+	go func() { tr.ServeConn(b); close(served) }()
+
+	payload := bytes.Repeat([]byte("x"), 64<<10)
+	start := time.Now()
+	for range 2000 {
+		tr.Send([]*raftpb.Message{{Type: raftpb.MsgApp.Enum(), To: new(uint64(2)), From: new(uint64(1)),
+			Entries: []*raftpb.Entry{{Data: payload}}}})
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Send blocked for %v", d)
+	}
+	snaps.mu.Lock()
+	dropped := snaps.unreachable
+	snaps.mu.Unlock()
+	if dropped == 0 {
+		t.Fatal("a full queue dropped nothing")
+	}
+	done := make(chan struct{})
+	go func() { tr.Stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop hangs on a stalled peer")
+	}
+	<-served
+}

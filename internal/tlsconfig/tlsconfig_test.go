@@ -1,0 +1,94 @@
+package tlsconfig
+
+import (
+	"crypto/tls"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestMutualTLSAndResumption checks that two identities from one CA authenticate each other,
+// that an identity from another CA is refused, and that a second connection resumes the session.
+func TestMutualTLSAndResumption(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteFiles(dir, []string{"n1", "n2"}, []string{"127.0.0.1", "localhost"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFiles(dir, []string{"n1"}, nil, time.Hour); err == nil {
+		t.Fatal("WriteFiles overwrote existing files")
+	}
+	load := func(name, caDir string) Configs {
+		c, err := Load(Files{Cert: filepath.Join(dir, name+".pem"), Key: filepath.Join(dir, name+"-key.pem"), CA: filepath.Join(caDir, "ca.pem")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	srv, cli := load("n1", dir), load("n2", dir)
+
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srv.Server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	dial := func(cfg *tls.Config) (tls.ConnectionState, error) {
+		c, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+		if err != nil {
+			return tls.ConnectionState{}, err
+		}
+		defer c.Close()
+		// A round trip makes sure the client has read the session ticket.
+		if _, err := c.Write([]byte("x")); err != nil {
+			return tls.ConnectionState{}, err
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			return tls.ConnectionState{}, err
+		}
+		return c.ConnectionState(), nil
+	}
+	st, err := dial(cli.Client)
+	if err != nil {
+		t.Fatalf("first handshake: %v", err)
+	}
+	if st.Version != tls.VersionTLS13 {
+		t.Fatalf("version %x, want TLS 1.3", st.Version)
+	}
+	st, err = dial(cli.Client)
+	if err != nil {
+		t.Fatalf("second handshake: %v", err)
+	}
+	if !st.DidResume {
+		t.Fatal("second connection did not resume the TLS session")
+	}
+
+	other := t.TempDir()
+	if err := WriteFiles(other, []string{"x"}, []string{"127.0.0.1"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := Load(Files{Cert: filepath.Join(other, "x.pem"), Key: filepath.Join(other, "x-key.pem"), CA: filepath.Join(other, "ca.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dial(stranger.Client); err == nil {
+		t.Fatal("a certificate from another CA was accepted")
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	if _, err := Load(Files{Cert: "x"}); err == nil {
+		t.Fatal("missing key accepted")
+	}
+	if _, err := Load(Files{Cert: "/nonexistent.pem", Key: "/nonexistent-key.pem"}); err == nil {
+		t.Fatal("missing files accepted")
+	}
+}
