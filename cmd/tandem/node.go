@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/tandemdb/tandem"
+)
+
+// tlsFlags are the TLS flags shared by every command that talks to nodes.
+type tlsFlags struct{ cert, key, ca *string }
+
+func addTLSFlags(fs interface {
+	String(name, value, usage string) *string
+}) tlsFlags {
+	return tlsFlags{
+		cert: fs.String("tls-cert", "", "PEM certificate of this node or client (enables TLS)"),
+		key:  fs.String("tls-key", "", "PEM private key for --tls-cert"),
+		ca:   fs.String("tls-ca", "", "PEM CA certificate: peers must present a certificate it signed"),
+	}
+}
+
+func (t tlsFlags) enabled() bool { return *t.cert != "" || *t.key != "" || *t.ca != "" }
+
+func runNode(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) error {
+	fs := newFlags("node", "--id N --addr HOST:PORT --data DIR [--join HOST:PORT,...]",
+		"Runs a cluster node until interrupted (SIGINT or SIGTERM hand leadership over first).\n"+
+			"With an empty --data directory and no --join it bootstraps a new cluster; with --join it asks\n"+
+			"the named nodes to add it (as a learner, promoted to voter once caught up); a restart reuses\n"+
+			"the --data directory and ignores --join.", stderr)
+	id := fs.Uint64("id", 0, "node ID, unique in the cluster, not 0 (required)")
+	addr := fs.String("addr", "127.0.0.1:9001", "address to listen on for clients and peers")
+	advertise := fs.String("advertise", "", "address others use to reach this node (default: --addr)")
+	data := fs.String("data", "", "data directory (required)")
+	join := fs.String("join", "", "comma-separated addresses of existing cluster nodes to join")
+	snapEvery := fs.Uint64("snapshot-every", 10000, "applied entries between snapshots (log compaction)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	tf := addTLSFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *id == 0 {
+		return usageError{"--id is required and must not be 0"}
+	}
+	if *data == "" {
+		return usageError{"--data is required"}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usageError{fmt.Sprintf("--log-level: %v", err)}
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	opts := []tandem.Option{tandem.WithID(*id), tandem.WithAddress(*addr), tandem.WithLogger(logger), tandem.WithSnapshotEvery(*snapEvery)}
+	if *advertise != "" {
+		opts = append(opts, tandem.WithAdvertise(*advertise))
+	}
+	if peers := splitList(*join); len(peers) > 0 {
+		opts = append(opts, tandem.WithCluster(peers...))
+	}
+	if tf.enabled() {
+		srv, cli, err := tandem.LoadTLS(*tf.cert, *tf.key, *tf.ca)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, tandem.WithTLS(srv, cli))
+	}
+	node, err := tandem.New(*data, opts...)
+	if err != nil {
+		return err
+	}
+	logger.Info("serving", "id", node.ID(), "addr", node.Addr(), "join", strings.Join(splitList(*join), ","))
+	<-ctx.Done()
+	logger.Info("shutting down")
+	hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := node.Handover(hctx); err != nil {
+		logger.Warn("leadership hand-over failed", "err", err)
+	}
+	cancel()
+	return node.Close()
+}

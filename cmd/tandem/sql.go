@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"unicode/utf8"
+
+	"github.com/tandemdb/tandem/client"
+)
+
+// resultSet is what one statement printed.
+type resultSet struct {
+	Columns      []string `json:"columns,omitempty"`
+	Rows         [][]any  `json:"rows,omitempty"`
+	RowsAffected int64    `json:"rows_affected"`
+	LastInsertID int64    `json:"last_insert_id"`
+	isQuery      bool
+}
+
+func runSQL(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("sql", "[--cluster HOST:PORT,...] [--db NAME] [SQL ...]",
+		"Runs SQL against the cluster: the arguments joined, or standard input when there are none.\n"+
+			"Statements run one after another and stop at the first error (its SQLite message is printed and\n"+
+			"the exit status is 1). BEGIN ... COMMIT/ROLLBACK in the input runs as an interactive transaction.\n"+
+			"Reads (SELECT, VALUES, WITH ... SELECT, EXPLAIN, PRAGMA without =) are served at --consistency;\n"+
+			"with stale they are served by the first node of --cluster. Everything else goes to the leader.", stderr)
+	cf := addClientFlags(fs)
+	db := fs.String("db", "main", "database name ([A-Za-z0-9_-], created by its first write)")
+	consistency := fs.String("consistency", "linearizable", "reads: linearizable, leader or stale")
+	format := fs.String("format", "table", "output: table, csv or json (one JSON object per statement and line)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var cons client.Consistency
+	switch *consistency {
+	case "linearizable":
+		cons = client.Linearizable
+	case "leader":
+		cons = client.LeaderLocal
+	case "stale":
+		cons = client.Stale
+	default:
+		return usageError{"--consistency must be linearizable, leader or stale"}
+	}
+	if *format != "table" && *format != "csv" && *format != "json" {
+		return usageError{"--format must be table, csv or json"}
+	}
+	script := strings.Join(fs.Args(), " ")
+	if fs.NArg() == 0 {
+		b, err := io.ReadAll(stdin)
+		if err != nil {
+			return fmt.Errorf("read standard input: %w", err)
+		}
+		script = string(b)
+	}
+	stmts := splitStatements(script)
+	if len(stmts) == 0 {
+		return usageError{"no SQL given (arguments or standard input)"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *cf.timeout)
+	defer cancel()
+	c, err := cf.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sh := &shell{c: c, db: *db, opts: client.QueryOptions{Consistency: cons}, format: *format, out: stdout}
+	for _, s := range stmts {
+		if err := sh.run(ctx, s); err != nil {
+			return err
+		}
+	}
+	if sh.tx != nil {
+		_ = sh.tx.Rollback(ctx)
+		return errors.New("the input ended inside a transaction: it was rolled back (add COMMIT)")
+	}
+	return nil
+}
+
+// shell runs statements and prints their results.
+type shell struct {
+	c      *client.Client
+	db     string
+	opts   client.QueryOptions
+	format string
+	out    io.Writer
+	tx     *client.Tx
+}
+
+func (sh *shell) run(ctx context.Context, stmt string) error {
+	w := firstWords(stmt, 2)
+	switch {
+	case len(w) > 0 && w[0] == "BEGIN":
+		if sh.tx != nil {
+			return errors.New("cannot start a transaction within a transaction")
+		}
+		tx, err := sh.c.Begin(ctx, sh.db)
+		if err != nil {
+			return err
+		}
+		sh.tx = tx
+		return nil
+	case len(w) > 0 && (w[0] == "COMMIT" || w[0] == "END"):
+		if sh.tx == nil {
+			return errors.New("cannot commit: no transaction is active")
+		}
+		tx := sh.tx
+		sh.tx = nil
+		_, err := tx.Commit(ctx)
+		return err
+	case len(w) > 0 && w[0] == "ROLLBACK" && (len(w) == 1 || w[1] != "TO"):
+		if sh.tx == nil {
+			return errors.New("cannot roll back: no transaction is active")
+		}
+		tx := sh.tx
+		sh.tx = nil
+		return tx.Rollback(ctx)
+	}
+	var rs resultSet
+	var err error
+	switch {
+	case sh.tx != nil && isRead(stmt):
+		rs, err = collectRows(ctx, func() (*client.Rows, error) { return sh.tx.Query(ctx, stmt) })
+	case sh.tx != nil:
+		var res client.Result
+		res, err = sh.tx.Exec(ctx, stmt)
+		rs = fromResult(res)
+	case isRead(stmt):
+		rs, err = collectRows(ctx, func() (*client.Rows, error) { return sh.c.Query(ctx, sh.db, stmt, sh.opts) })
+	default:
+		var res client.Result
+		res, err = sh.c.Exec(ctx, sh.db, stmt)
+		rs = fromResult(res)
+	}
+	if err != nil {
+		if sh.tx != nil {
+			_ = sh.tx.Rollback(ctx)
+			sh.tx = nil
+		}
+		return err
+	}
+	return sh.print(rs)
+}
+
+func fromResult(r client.Result) resultSet {
+	rs := resultSet{Columns: r.Columns, RowsAffected: r.RowsAffected, LastInsertID: r.LastInsertID, isQuery: len(r.Columns) > 0}
+	for _, row := range r.Rows {
+		rs.Rows = append(rs.Rows, row)
+	}
+	return rs
+}
+
+func collectRows(ctx context.Context, open func() (*client.Rows, error)) (resultSet, error) {
+	rows, err := open()
+	if err != nil {
+		return resultSet{}, err
+	}
+	defer rows.Close()
+	rs := resultSet{Columns: rows.Columns(), isQuery: true}
+	for {
+		row, err := rows.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return rs, nil
+		}
+		if err != nil {
+			return resultSet{}, err
+		}
+		rs.Rows = append(rs.Rows, row)
+	}
+}
+
+func (sh *shell) print(rs resultSet) error {
+	switch sh.format {
+	case "json":
+		obj := map[string]any{}
+		if rs.isQuery {
+			rows := make([]map[string]any, 0, len(rs.Rows))
+			for _, r := range rs.Rows {
+				m := map[string]any{}
+				for i, col := range rs.Columns {
+					m[col] = jsonValue(r[i])
+				}
+				rows = append(rows, m)
+			}
+			obj["columns"], obj["rows"] = rs.Columns, rows
+		} else {
+			obj["rows_affected"], obj["last_insert_id"] = rs.RowsAffected, rs.LastInsertID
+		}
+		return json.NewEncoder(sh.out).Encode(obj)
+	case "csv":
+		if !rs.isQuery {
+			return nil
+		}
+		w := csv.NewWriter(sh.out)
+		_ = w.Write(rs.Columns)
+		for _, r := range rs.Rows {
+			rec := make([]string, len(r))
+			for i, v := range r {
+				rec[i] = textValue(v, "")
+			}
+			_ = w.Write(rec)
+		}
+		w.Flush()
+		return w.Error()
+	default:
+		if !rs.isQuery {
+			return nil
+		}
+		tw := tabwriter.NewWriter(sh.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(rs.Columns, "\t"))
+		for _, r := range rs.Rows {
+			cells := make([]string, len(r))
+			for i, v := range r {
+				cells[i] = textValue(v, "NULL")
+			}
+			fmt.Fprintln(tw, strings.Join(cells, "\t"))
+		}
+		return tw.Flush()
+	}
+}
+
+// textValue renders a value for table and CSV output; blobs that are not UTF-8 text show as
+// X'hex' literals.
+func textValue(v any, null string) string {
+	switch x := v.(type) {
+	case nil:
+		return null
+	case []byte:
+		if utf8.Valid(x) {
+			return string(x)
+		}
+		return "X'" + strings.ToUpper(hex.EncodeToString(x)) + "'"
+	default:
+		return fmt.Sprint(x)
+	}
+}
+
+// jsonValue keeps numbers and text as they are; blobs become hex strings.
+func jsonValue(v any) any {
+	if b, ok := v.([]byte); ok {
+		return hex.EncodeToString(b)
+	}
+	return v
+}

@@ -1,0 +1,235 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/tandemdb/tandem/internal/sqlite"
+)
+
+// keepRequests is how many request records the state machine keeps per client and database.
+const keepRequests = 1000
+
+// applyTx is the open transaction of one database during one Apply call.
+type applyTx struct {
+	db      *database
+	idx     uint64 // the database's own applied index inside the transaction
+	began   bool
+	clients map[uint64]bool // clients whose request records grew
+}
+
+type pendingOutcome struct {
+	k proposalKey
+	o applyOutcome
+}
+
+// Apply applies committed entries in log order. Entries of one database share one SQLite
+// transaction per call; an error wraps ErrDiverged and stops all further applying.
+func (s *Store) Apply(ents []Entry) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.mu.Lock()
+	div, closed := s.diverged, s.closed
+	s.mu.Unlock()
+	if div != nil {
+		return div
+	}
+	if closed {
+		return ErrClosed
+	}
+
+	var (
+		txs      []*applyTx
+		byDB     = map[*database]*applyTx{}
+		outcomes []pendingOutcome
+		maxIdx   uint64
+	)
+	for _, e := range ents {
+		maxIdx = max(maxIdx, e.Index)
+		if len(e.Data) == 0 {
+			continue
+		}
+		cmd, err := decodeCommand(e.Data)
+		if err != nil {
+			return s.diverge(txs, "", e.Index, err)
+		}
+		db, err := s.database(cmd.DB, true)
+		if err != nil {
+			return s.diverge(txs, cmd.DB, e.Index, err)
+		}
+		t := byDB[db]
+		if t == nil {
+			t = &applyTx{db: db, idx: db.applied.Load()}
+			byDB[db] = t
+			txs = append(txs, t)
+		}
+		if e.Index <= t.idx {
+			continue // already applied before a restart: replay is idempotent
+		}
+		mine := cmd.Node == s.opts.NodeID
+		if cmd.ExecTerm != e.Term || cmd.BaseIndex != t.idx {
+			// Executed under another leadership or on a state that has moved since: skipped the
+			// same way on every node. Its waiters learn the outcome is unknown (it is in fact
+			// "not applied"; the retry with the same request id is safe either way).
+			s.log.Debug("store: skipping stale command", "db", cmd.DB, "index", e.Index,
+				"term", e.Term, "exec_term", cmd.ExecTerm, "base", cmd.BaseIndex, "db_index", t.idx)
+			if mine {
+				outcomes = append(outcomes, pendingOutcome{proposalKey{cmd.ExecTerm, cmd.Seq},
+					applyOutcome{err: fmt.Errorf("%w: command executed in term %d on index %d was skipped", ErrOutcomeUnknown, cmd.ExecTerm, cmd.BaseIndex)}})
+			}
+			continue
+		}
+		if !t.began {
+			if err := s.beginApply(db); err != nil {
+				return s.diverge(txs, cmd.DB, e.Index, err)
+			}
+			t.began = true
+		}
+		if err := s.applyCommand(t, e.Index, cmd); err != nil {
+			return s.diverge(txs, cmd.DB, e.Index, err)
+		}
+		t.idx = e.Index
+		if mine {
+			outcomes = append(outcomes, pendingOutcome{proposalKey{cmd.ExecTerm, cmd.Seq}, applyOutcome{index: e.Index}})
+		}
+	}
+	for _, t := range txs {
+		if !t.began {
+			continue
+		}
+		if err := s.finishApply(t); err != nil {
+			return s.diverge(txs, t.db.name, t.idx, err)
+		}
+		t.began = false
+		t.db.applied.Store(t.idx)
+	}
+	s.mu.Lock()
+	for _, o := range outcomes {
+		s.resolveLocked(o.k, o.o)
+	}
+	if maxIdx > s.applied {
+		s.applied = maxIdx
+		close(s.appliedC)
+		s.appliedC = make(chan struct{})
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// beginApply starts the write transaction of the apply connection. The writer of the same
+// database may hold the write lock only if this node just lost leadership; it is preempted.
+func (s *Store) beginApply(db *database) error {
+	for {
+		err := db.applyConn.Exec("BEGIN IMMEDIATE")
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, sqlite.ErrBusy) && !errors.Is(err, sqlite.ErrLocked) {
+			return err
+		}
+		db.preempt()
+		if s.ctx.Err() != nil {
+			return ErrClosed
+		}
+	}
+}
+
+// preempt asks the writer to roll back whatever holds the write lock.
+func (db *database) preempt() {
+	select {
+	case db.preemptC <- struct{}{}:
+	default:
+	}
+	if c := db.writerConn.Load(); c != nil {
+		c.Interrupt()
+	}
+}
+
+func (s *Store) applyCommand(t *applyTx, index uint64, cmd *command) error {
+	c := t.db.applyConn
+	for _, ddl := range cmd.DDL {
+		if err := c.Exec(ddl); err != nil {
+			return fmt.Errorf("schema change %q: %w", ddl, err)
+		}
+	}
+	if len(cmd.Changeset) > 0 {
+		if err := c.ApplyChangeset(cmd.Changeset); err != nil {
+			return fmt.Errorf("changeset: %w", err)
+		}
+	}
+	st := &t.db.applyStmt
+	for _, sc := range cmd.SeqChanges {
+		if sc.Delete {
+			if err := st.exec(`DELETE FROM sqlite_sequence WHERE name=?`, sc.Table); err != nil {
+				return fmt.Errorf("sqlite_sequence: %w", err)
+			}
+			continue
+		}
+		if err := st.exec(`UPDATE sqlite_sequence SET seq=? WHERE name=?`, sc.Value, sc.Table); err != nil {
+			return fmt.Errorf("sqlite_sequence: %w", err)
+		}
+		if c.Changes() == 0 {
+			if err := st.exec(`INSERT INTO sqlite_sequence(name, seq) VALUES(?, ?)`, sc.Table, sc.Value); err != nil {
+				return fmt.Errorf("sqlite_sequence: %w", err)
+			}
+		}
+	}
+	for _, r := range cmd.Requests {
+		err := st.exec(`INSERT OR IGNORE INTO _tandem_requests(client_id, request_id, idx, result) VALUES(?, ?, ?, ?)`,
+			int64(r.ClientID), int64(r.RequestID), int64(index), r.Result)
+		if err != nil {
+			return fmt.Errorf("request record: %w", err)
+		}
+		if t.clients == nil {
+			t.clients = map[uint64]bool{}
+		}
+		t.clients[r.ClientID] = true
+	}
+	return nil
+}
+
+// finishApply records the applied index, trims request records and commits.
+func (s *Store) finishApply(t *applyTx) error {
+	st := &t.db.applyStmt
+	for client := range t.clients {
+		err := st.exec(`DELETE FROM _tandem_requests WHERE client_id=? AND request_id <=
+			(SELECT request_id FROM _tandem_requests WHERE client_id=? ORDER BY request_id DESC LIMIT 1 OFFSET ?)`,
+			int64(client), int64(client), int64(keepRequests))
+		if err != nil {
+			return fmt.Errorf("trim request records: %w", err)
+		}
+	}
+	t.clients = nil
+	if err := st.exec(`INSERT OR REPLACE INTO _tandem_applied(id, idx) VALUES(1, ?)`, int64(t.idx)); err != nil {
+		return fmt.Errorf("applied index: %w", err)
+	}
+	return t.db.applyConn.Exec("COMMIT")
+}
+
+// diverge rolls back the open transactions, records the divergence and fails every waiter.
+func (s *Store) diverge(txs []*applyTx, db string, index uint64, cause error) error {
+	for _, t := range txs {
+		if t.began {
+			if err := t.db.applyConn.Exec("ROLLBACK"); err != nil {
+				s.log.Error("store: rollback after divergence", "db", t.db.name, "err", err)
+			}
+		}
+	}
+	table := ""
+	var ce *sqlite.ConflictError
+	if errors.As(cause, &ce) {
+		table = ce.Table
+	}
+	err := fmt.Errorf("%w: database %q, entry %d: %w", ErrDiverged, db, index, cause)
+	s.log.Error("store: DIVERGENCE: a committed entry cannot be applied; this node stops applying",
+		"db", db, "index", index, "table", table, "err", cause)
+	s.mu.Lock()
+	if s.diverged == nil {
+		s.diverged = err
+	}
+	s.failWaitersLocked(func(proposalKey) bool { return true }, err)
+	close(s.appliedC)
+	s.appliedC = make(chan struct{})
+	s.mu.Unlock()
+	return err
+}

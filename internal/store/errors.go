@@ -1,0 +1,54 @@
+package store
+
+import (
+	"errors"
+
+	"github.com/tandemdb/tandem/internal/sqlite"
+)
+
+// Errors returned by the store. Callers test them with errors.Is.
+var (
+	// ErrOutcomeUnknown: the request may or may not have been applied (leadership changed, the
+	// caller's context ended after execution started, the proposal failed). Retrying with the
+	// same (ClientID, RequestID) is safe: the state machine applies it at most once.
+	ErrOutcomeUnknown = errors.New("store: outcome unknown")
+	// ErrDeadline: the request's deadline passed before the writer started it; it did not run.
+	ErrDeadline = errors.New("store: deadline passed before the request started")
+	// ErrQueueFull: the database's writer queue is full; try again later.
+	ErrQueueFull = errors.New("store: writer queue full")
+	// ErrTxTimeout: the interactive transaction stayed idle longer than TxIdleTimeout and was
+	// rolled back.
+	ErrTxTimeout = errors.New("store: transaction idle timeout, rolled back")
+	// ErrNoSuchDatabase: the database has never been written.
+	ErrNoSuchDatabase = errors.New("store: no such database")
+	// ErrDiverged: applying a committed entry failed; this node's state can no longer be trusted
+	// and it applies nothing more.
+	ErrDiverged = errors.New("store: state machine diverged")
+
+	// ErrBadName: a database name outside [A-Za-z0-9_-]{1,64}.
+	ErrBadName = errors.New("store: invalid database name (want [A-Za-z0-9_-]{1,64})")
+	// ErrClosed: the store is closed (or the database was replaced by a snapshot) before the
+	// request started.
+	ErrClosed = errors.New("store: closed")
+	// ErrRestoring: a snapshot is being installed; try again shortly.
+	ErrRestoring = errors.New("store: restoring a snapshot")
+	// ErrTxDone: the transaction was already committed or rolled back.
+	ErrTxDone = errors.New("store: transaction already finished")
+	// ErrTxAborted: the transaction was rolled back because this node lost leadership (or an
+	// entry from another leader had to be applied); nothing of it was committed.
+	ErrTxAborted = errors.New("store: transaction aborted by a leadership change")
+	// ErrNotReadOnly: Query was given a statement that writes; send it through Exec.
+	ErrNotReadOnly = errors.New("store: a query must be read-only; send writes through Exec")
+)
+
+// SQLite result codes used for errors the store reports as a request's own error.
+const (
+	codeError          = 1
+	codeConstraintNull = 19 | 5<<8 // SQLITE_CONSTRAINT_NOTNULL
+)
+
+// requestError makes an *sqlite.Error for a failure the store detects in a request.
+func requestError(code int, msg string) *sqlite.Error {
+	ext := code
+	return &sqlite.Error{Code: code & 0xff, ExtendedCode: ext, Msg: msg}
+}

@@ -1,0 +1,520 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/tandemdb/tandem/internal/sqlite"
+)
+
+// wconn is the writer connection of a database with what the writer caches about it. It is
+// used only by the writer goroutine.
+type wconn struct {
+	conn  *sqlite.Conn
+	stmts stmtCache
+
+	// Columns that may hold a NULL primary key (rowid tables whose declared primary key is
+	// not the rowid and not NOT NULL), valid for schema version riskyVer.
+	risky    []riskyCol
+	riskyVer int64
+}
+
+type riskyCol struct{ table, col string }
+
+// runOutcome is what executing one request (or one Tx.Exec) produced.
+type runOutcome struct {
+	res           Result // res.Err: the request's own error
+	ddl           []string
+	schemaChanged bool
+	// again: the request changed the schema but is not the first of its batch; it was not
+	// finished and must run again first in the next batch.
+	again bool
+}
+
+// asSQLiteError turns err into the *sqlite.Error reported as a request's own error.
+func asSQLiteError(err error) *sqlite.Error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se
+	}
+	return requestError(codeError, err.Error())
+}
+
+// run executes every statement of text in the current transaction. The caller wraps it in a
+// savepoint and rolls that back when out.res.Err or out.again is set. sessionEmpty reports
+// whether the session has recorded no row change yet (in this batch or transaction). With
+// first false, a schema change stops the request with out.again set.
+func (w *wconn) run(text string, args []sqlite.Value, sessionEmpty func() bool, first bool) (out runOutcome) {
+	c := w.conn
+	fail := func(err error) runOutcome {
+		out.res = Result{Err: asSQLiteError(err)}
+		out.ddl = nil
+		return out
+	}
+	rest := text
+	firstStmt := true
+	tcStart := c.TotalChanges()
+	svStart, err := c.SchemaVersion()
+	if err != nil {
+		return fail(err)
+	}
+	for {
+		if firstKeyword(rest) == "PRAGMA" {
+			if err := checkPragma(rest); err != nil {
+				return fail(err)
+			}
+		}
+		st, tail, err := c.Prepare(rest)
+		if err != nil {
+			return fail(err)
+		}
+		if st == nil {
+			break
+		}
+		rest = tail
+		if firstStmt && len(args) > 0 && !isBlank(tail) {
+			st.Close()
+			return fail(requestError(codeError, "tandem: arguments are allowed only with a single statement"))
+		}
+		sqlText := st.SQL()
+		if err := checkStatement(sqlText); err != nil {
+			st.Close()
+			return fail(err)
+		}
+		kw := firstKeyword(sqlText)
+		ddlKw := kw == "CREATE" || kw == "DROP" || kw == "ALTER" || kw == "ANALYZE" || kw == "REINDEX"
+		var (
+			sv0    int64
+			before map[string]schemaObj
+		)
+		if ddlKw {
+			if sv0, err = c.SchemaVersion(); err == nil {
+				before, err = readSchema(c)
+			}
+			if err == nil {
+				err = c.Exec("SAVEPOINT tandem_ddl")
+			}
+			if err != nil {
+				st.Close()
+				return fail(err)
+			}
+		}
+		if firstStmt && len(args) > 0 {
+			if err := st.Bind(args); err != nil {
+				st.Close()
+				return fail(err)
+			}
+		}
+		firstStmt = false
+		tc0 := c.TotalChanges()
+		n := st.ColumnCount()
+		var rows [][]sqlite.Value
+		for {
+			ok, err := st.Step()
+			if err != nil {
+				st.Close()
+				return fail(err)
+			}
+			if !ok {
+				break
+			}
+			row := make([]sqlite.Value, n)
+			for i := range row {
+				row[i] = st.Column(i)
+			}
+			rows = append(rows, row)
+		}
+		if n > 0 {
+			out.res.Columns = make([]string, n)
+			out.res.DeclTypes = make([]string, n)
+			for i := range out.res.Columns {
+				out.res.Columns[i] = st.ColumnName(i)
+				out.res.DeclTypes[i] = st.ColumnDeclType(i)
+			}
+			out.res.Rows = rows
+		}
+		st.Close()
+		if c.TotalChanges() != tc0 {
+			out.res.RowsAffected += c.Changes()
+		}
+		if !ddlKw {
+			continue
+		}
+		sv1, err := c.SchemaVersion()
+		if err != nil {
+			return fail(err)
+		}
+		if sv1 == sv0 {
+			if err := c.Exec("RELEASE tandem_ddl"); err != nil {
+				return fail(err)
+			}
+			continue
+		}
+		if !first {
+			out.again = true
+			return out
+		}
+		after, err := readSchema(c)
+		if err != nil {
+			return fail(err)
+		}
+		ddl, additive := schemaDiff(before, after, sqlText)
+		if additive {
+			if err := w.rematerialize(before, after); err != nil {
+				return fail(err)
+			}
+		}
+		if err := c.Exec("RELEASE tandem_ddl"); err != nil {
+			return fail(err)
+		}
+		if !additive && !sessionEmpty() {
+			return fail(requestError(codeError, "tandem: a statement that drops or alters schema objects "+
+				"cannot follow (or cause) row changes in the same request or transaction; send it on its own"))
+		}
+		out.schemaChanged = true
+		out.ddl = append(out.ddl, ddl...)
+	}
+	if !out.schemaChanged {
+		// Safety net: only the statements classified above may change the schema.
+		sv, err := c.SchemaVersion()
+		if err != nil {
+			return fail(err)
+		}
+		if sv != svStart {
+			return fail(requestError(codeError, "tandem: unexpected schema change"))
+		}
+	}
+	if c.TotalChanges() != tcStart {
+		col, err := w.nullPrimaryKey()
+		if err != nil {
+			return fail(err)
+		}
+		if col != nil {
+			return fail(requestError(codeConstraintNull, fmt.Sprintf(
+				"tandem: NULL in PRIMARY KEY column %s.%s: rows with a NULL primary key cannot be replicated",
+				col.table, col.col)))
+		}
+	}
+	out.res.LastInsertID = c.LastInsertRowID()
+	return out
+}
+
+// rematerialize makes the rows of tables created with rows (CREATE TABLE ... AS SELECT)
+// visible to the session, which does not see them: it reads the rows, rolls the statement back
+// (to the savepoint tandem_ddl), runs the canonical CREATE TABLE and inserts the rows again
+// in the same order (so they get the same rowids).
+func (w *wconn) rematerialize(before, after map[string]schemaObj) error {
+	c := w.conn
+	type filled struct {
+		obj  schemaObj
+		rows [][]sqlite.Value
+	}
+	var tables []filled
+	for name, o := range after {
+		if _, ok := before[name]; ok || o.typ != "table" || !o.hasSQL || strings.HasPrefix(name, "sqlite_") {
+			continue
+		}
+		rows, err := queryAll(c, `SELECT * FROM `+quoteIdent(name)+` ORDER BY rowid`)
+		if err != nil {
+			if strings.Contains(err.Error(), "no such column: rowid") {
+				continue // WITHOUT ROWID: cannot be made by CREATE TABLE AS
+			}
+			return err
+		}
+		if len(rows) > 0 {
+			tables = append(tables, filled{o, rows})
+		}
+	}
+	if len(tables) == 0 {
+		return nil
+	}
+	// Undo the statement, keep everything before it.
+	if err := c.Exec("ROLLBACK TO tandem_ddl"); err != nil {
+		return err
+	}
+	slices.SortFunc(tables, func(a, b filled) int { return int(a.obj.rowid - b.obj.rowid) })
+	for _, o := range sortedAdded(before, after) {
+		if err := c.Exec(o.sql); err != nil {
+			return err
+		}
+	}
+	for _, t := range tables {
+		n := len(t.rows[0])
+		marks := strings.TrimSuffix(strings.Repeat("?,", n), ",")
+		st, _, err := c.Prepare(`INSERT INTO ` + quoteIdent(t.obj.name) + ` VALUES(` + marks + `)`)
+		if err != nil {
+			return err
+		}
+		for _, row := range t.rows {
+			err = st.Bind(row)
+			if err == nil {
+				_, err = st.Step()
+			}
+			if err == nil {
+				err = st.Reset()
+			}
+			if err != nil {
+				st.Close()
+				return err
+			}
+		}
+		st.Close()
+	}
+	return nil
+}
+
+// sortedAdded lists the objects of after missing from before, in creation order.
+func sortedAdded(before, after map[string]schemaObj) []schemaObj {
+	var added []schemaObj
+	for name, o := range after {
+		if _, ok := before[name]; !ok && o.hasSQL && !strings.HasPrefix(name, "sqlite_") {
+			added = append(added, o)
+		}
+	}
+	slices.SortFunc(added, func(a, b schemaObj) int { return int(a.rowid - b.rowid) })
+	return added
+}
+
+// checkStatement rejects statements the replicated write path cannot allow.
+func checkStatement(text string) error {
+	switch kw := firstKeyword(text); kw {
+	case "BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE":
+		return requestError(codeError, "tandem: "+kw+" is not allowed in a request; use an interactive transaction")
+	case "ATTACH", "DETACH", "VACUUM":
+		return requestError(codeError, "tandem: "+kw+" is not allowed")
+	}
+	if containsFold(text, "_tandem_") {
+		return requestError(codeError, "tandem: names starting with _tandem_ are reserved")
+	}
+	return nil
+}
+
+// Pragmas a request may run. Introspection pragmas may take an argument (a table name);
+// value pragmas may only be read, except defer_foreign_keys, which lasts one transaction.
+var (
+	introspectionPragmas = map[string]bool{"table_info": true, "table_xinfo": true, "table_list": true,
+		"index_list": true, "index_info": true, "index_xinfo": true, "foreign_key_list": true,
+		"foreign_key_check": true, "integrity_check": true, "quick_check": true, "collation_list": true,
+		"function_list": true, "module_list": true, "pragma_list": true, "database_list": true,
+		"compile_options": true}
+	valuePragmas = map[string]bool{"foreign_keys": true, "user_version": true, "application_id": true,
+		"schema_version": true, "page_count": true, "page_size": true, "freelist_count": true,
+		"data_version": true, "encoding": true, "journal_mode": true, "defer_foreign_keys": true,
+		"recursive_triggers": true, "max_page_count": true, "auto_vacuum": true}
+)
+
+// checkPragma refuses pragmas that would change the connection or the file outside
+// replication. It must run before the statement is prepared: SQLite applies flag pragmas
+// (query_only, recursive_triggers, ...) while preparing them. text starts with the PRAGMA
+// statement (more statements may follow).
+func checkPragma(text string) error {
+	rest := skipSpaceAndComments(text)
+	if i := strings.IndexByte(rest, ';'); i >= 0 {
+		rest = rest[:i]
+	}
+	rest = strings.TrimSpace(rest[min(len(rest), len("PRAGMA")):])
+	end := 0
+	for end < len(rest) && (rest[end] == '_' || rest[end] == '.' || rest[end] >= 'a' && rest[end] <= 'z' ||
+		rest[end] >= 'A' && rest[end] <= 'Z' || rest[end] >= '0' && rest[end] <= '9') {
+		end++
+	}
+	name := strings.ToLower(rest[:end])
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		name = name[i+1:]
+	}
+	args := strings.TrimSpace(rest[end:])
+	switch {
+	case introspectionPragmas[name]:
+		return nil
+	case valuePragmas[name] && args == "":
+		return nil
+	case name == "defer_foreign_keys":
+		return nil
+	}
+	return requestError(codeError, "tandem: PRAGMA "+name+" is not allowed here (only reading pragmas and defer_foreign_keys)")
+}
+
+// firstKeyword returns the first word of a statement in upper case, skipping white space and
+// comments.
+func firstKeyword(s string) string {
+	s = skipSpaceAndComments(s)
+	end := 0
+	for end < len(s) && (s[end] >= 'a' && s[end] <= 'z' || s[end] >= 'A' && s[end] <= 'Z') {
+		end++
+	}
+	return strings.ToUpper(s[:end])
+}
+
+// skipSpaceAndComments drops leading white space, semicolons and comments.
+func skipSpaceAndComments(s string) string {
+	for {
+		s = strings.TrimLeft(s, " \t\r\n\f\v;")
+		switch {
+		case strings.HasPrefix(s, "--"):
+			i := strings.IndexByte(s, '\n')
+			if i < 0 {
+				return ""
+			}
+			s = s[i+1:]
+		case strings.HasPrefix(s, "/*"):
+			i := strings.Index(s[2:], "*/")
+			if i < 0 {
+				return ""
+			}
+			s = s[i+4:]
+		default:
+			return s
+		}
+	}
+}
+
+// isBlank reports whether s holds only white space, comments and semicolons.
+func isBlank(s string) bool { return skipSpaceAndComments(s) == "" }
+
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), sub)
+}
+
+// schemaObj is one row of sqlite_schema.
+type schemaObj struct {
+	rowid     int64
+	typ, name string
+	sql       string
+	hasSQL    bool
+}
+
+func readSchema(c *sqlite.Conn) (map[string]schemaObj, error) {
+	rows, err := queryAll(c, `SELECT rowid, type, name, sql FROM sqlite_schema`)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]schemaObj, len(rows))
+	for _, r := range rows {
+		o := schemaObj{}
+		o.rowid, _ = r[0].(int64)
+		o.typ, _ = r[1].(string)
+		o.name, _ = r[2].(string)
+		o.sql, o.hasSQL = r[3].(string)
+		m[o.name] = o
+	}
+	return m, nil
+}
+
+// schemaDiff returns the DDL that reproduces the change from before to after made by the
+// statement text. A change that only adds objects replicates their canonical CREATE text
+// (so CREATE TABLE ... AS SELECT becomes a plain CREATE TABLE, its rows travel in the
+// changeset); anything else (DROP, ALTER, RENAME) replicates the statement itself.
+func schemaDiff(before, after map[string]schemaObj, text string) (ddl []string, additive bool) {
+	var added []schemaObj
+	additive = true
+	for name, a := range after {
+		b, ok := before[name]
+		switch {
+		case !ok:
+			if !strings.HasPrefix(name, "sqlite_") && a.hasSQL {
+				added = append(added, a)
+			}
+		case b.typ != a.typ || b.sql != a.sql || b.hasSQL != a.hasSQL:
+			additive = false
+		}
+	}
+	for name := range before {
+		if _, ok := after[name]; !ok {
+			additive = false
+		}
+	}
+	if !additive {
+		return []string{text}, false
+	}
+	slices.SortFunc(added, func(a, b schemaObj) int { return int(a.rowid - b.rowid) })
+	for _, o := range added {
+		if strings.HasPrefix(strings.ToUpper(o.sql), "CREATE VIRTUAL") {
+			// Virtual tables create their shadow tables themselves.
+			return []string{text}, true
+		}
+		ddl = append(ddl, o.sql)
+	}
+	return ddl, true
+}
+
+// nullPrimaryKey finds a row with a NULL in a primary key column that the session extension
+// would silently leave out of the changeset (DESIGN §3.6).
+func (w *wconn) nullPrimaryKey() (*riskyCol, error) {
+	sv, err := w.conn.SchemaVersion()
+	if err != nil {
+		return nil, err
+	}
+	if sv != w.riskyVer || w.riskyVer == 0 {
+		rows, err := queryAll(w.conn, `SELECT l.name, c.name, c.type, c.pk,
+			(SELECT count(*) FROM pragma_table_info(l.name) AS k WHERE k.pk > 0)
+			FROM pragma_table_list AS l, pragma_table_info(l.name) AS c
+			WHERE l.schema = 'main' AND l.type = 'table' AND l.wr = 0 AND c.pk > 0 AND c."notnull" = 0
+			AND l.name NOT LIKE 'sqlite%' AND substr(l.name, 1, 8) <> '_tandem_'`)
+		if err != nil {
+			return nil, err
+		}
+		w.risky = w.risky[:0]
+		for _, r := range rows {
+			table, _ := r[0].(string)
+			col, _ := r[1].(string)
+			typ, _ := r[2].(string)
+			npk, _ := r[4].(int64)
+			if npk == 1 && strings.EqualFold(typ, "INTEGER") {
+				continue // rowid alias: never NULL
+			}
+			w.risky = append(w.risky, riskyCol{table, col})
+		}
+		w.riskyVer = sv
+	}
+	for i := range w.risky {
+		rc := &w.risky[i]
+		rows, err := w.stmts.query(`SELECT 1 FROM ` + quoteIdent(rc.table) + ` WHERE ` + quoteIdent(rc.col) + ` IS NULL LIMIT 1`)
+		if err != nil {
+			return nil, err
+		}
+		if len(rows) > 0 {
+			return rc, nil
+		}
+	}
+	return nil, nil
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// readSeq reads sqlite_sequence (empty when the table does not exist).
+func readSeq(c *stmtCache) (map[string]int64, error) {
+	rows, err := c.query(`SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_sequence'`)
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	rows, err = queryAll(c.conn, `SELECT name, seq FROM sqlite_sequence`)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]int64, len(rows))
+	for _, r := range rows {
+		name, _ := r[0].(string)
+		v, _ := r[1].(int64)
+		m[name] = v
+	}
+	return m, nil
+}
+
+// seqDiff lists the sqlite_sequence rows that changed between before and after.
+func seqDiff(before, after map[string]int64) []seqChange {
+	var out []seqChange
+	for name, v := range after {
+		if b, ok := before[name]; !ok || b != v {
+			out = append(out, seqChange{Table: name, Value: v})
+		}
+	}
+	for name := range before {
+		if _, ok := after[name]; !ok {
+			out = append(out, seqChange{Table: name, Delete: true})
+		}
+	}
+	slices.SortFunc(out, func(a, b seqChange) int { return strings.Compare(a.Table, b.Table) })
+	return out
+}

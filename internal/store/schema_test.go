@@ -1,0 +1,206 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/sqlite"
+)
+
+func execErr(t *testing.T, s *Store, sql string, args ...sqlite.Value) *sqlite.Error {
+	t.Helper()
+	res, err := s.Exec(context.Background(), testDB, Request{SQL: sql, Args: args})
+	if err != nil {
+		t.Fatalf("Exec(%q): %v", sql, err)
+	}
+	if res.Err == nil {
+		t.Fatalf("Exec(%q): want a statement error, got %+v", sql, res)
+	}
+	return res.Err
+}
+
+func TestSchemaChangesReplicate(t *testing.T) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	steps := []string{
+		"CREATE TABLE p(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, at TEXT DEFAULT (datetime('now')))",
+		"CREATE TABLE c(id INTEGER PRIMARY KEY, pid INTEGER REFERENCES p(id) ON DELETE CASCADE, v REAL)",
+		"CREATE TABLE audit(n INTEGER PRIMARY KEY AUTOINCREMENT, msg TEXT)",
+		"CREATE TRIGGER p_ins AFTER INSERT ON p BEGIN INSERT INTO audit(msg) VALUES('new ' || NEW.name); END",
+		"INSERT INTO p(name) VALUES('a'), ('b'), ('c')",
+		"INSERT INTO c(pid, v) SELECT id, random() FROM p",
+		"CREATE TABLE snap AS SELECT id, name, random() AS r FROM p",
+		"CREATE INDEX c_v ON c(v)",
+		"CREATE VIEW pv AS SELECT name FROM p",
+		"ALTER TABLE c ADD COLUMN note TEXT DEFAULT 'none'",
+		"UPDATE c SET note = hex(randomblob(4))",
+		"ALTER TABLE snap RENAME COLUMN r TO rnd",
+		"ALTER TABLE snap RENAME TO snapshot",
+		"ALTER TABLE snapshot DROP COLUMN rnd",
+		"DELETE FROM p WHERE name = 'a'", // cascades to c
+		"DROP INDEX c_v",
+		"CREATE TABLE tmp(x); INSERT INTO tmp VALUES(1); CREATE UNIQUE INDEX tmp_x ON tmp(x)",
+		"DROP TABLE tmp",
+		"CREATE TABLE w(k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID",
+		"INSERT INTO w VALUES('x', randomblob(10)), ('y', zeroblob(3))",
+		"CREATE TABLE nopk(a, b)",
+		"INSERT INTO nopk VALUES(1, 'x'), (1, 'x'), (NULL, NULL)",
+		"DELETE FROM nopk WHERE rowid = 2",
+		"UPDATE sqlite_sequence SET seq = 100 WHERE name = 'p'",
+		"INSERT INTO p(name) VALUES('d')",
+	}
+	for _, q := range steps {
+		mustExec(t, s, q)
+	}
+	f.requireSameContent(testDB)
+	for i, st := range f.stores {
+		if id := queryInt(t, st, "SELECT id FROM p WHERE name = 'd'"); id != 101 {
+			t.Fatalf("store %d: AUTOINCREMENT id %d, want 101", i, id)
+		}
+		if n := queryInt(t, st, "SELECT count(*) FROM audit"); n != 4 {
+			t.Fatalf("store %d: trigger rows %d, want 4 (triggers must not fire again on apply)", i, n)
+		}
+		if n := queryInt(t, st, "SELECT count(*) FROM c"); n != 2 {
+			t.Fatalf("store %d: cascade: %d child rows", i, n)
+		}
+		sql := queryRows(t, st, "SELECT sql FROM sqlite_schema WHERE name = 'snapshot'")
+		if !strings.HasPrefix(fmt.Sprint(sql), "[[CREATE TABLE \"snapshot\"(id INT,name TEXT)") {
+			t.Fatalf("store %d: CTAS schema %v", i, sql)
+		}
+	}
+	// The trigger exists on the followers (and fires there only when one becomes leader).
+	if n := queryInt(t, f.stores[2], "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'"); n != 1 {
+		t.Fatalf("follower triggers: %d", n)
+	}
+}
+
+func TestSchemaRules(t *testing.T) {
+	f := newCluster(t, 2, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+	mustExec(t, s, "CREATE TABLE tp(k TEXT PRIMARY KEY, v)")
+	mustExec(t, s, "CREATE TABLE cp(a TEXT, b TEXT, PRIMARY KEY(a, b))")
+
+	if e := execErr(t, s, "INSERT INTO t VALUES(1, 1); ALTER TABLE t ADD COLUMN x"); !strings.Contains(e.Msg, "drops or alters") {
+		t.Fatalf("DDL after DML: %v", e)
+	}
+	if e := execErr(t, s, "INSERT INTO tp VALUES(NULL, 1)"); !strings.Contains(e.Msg, "NULL in PRIMARY KEY") || e.Code != 19 {
+		t.Fatalf("NULL primary key: %v", e)
+	}
+	mustExec(t, s, "INSERT INTO tp VALUES('a', 1)")
+	if e := execErr(t, s, "UPDATE tp SET k = NULL"); !strings.Contains(e.Msg, "NULL in PRIMARY KEY") {
+		t.Fatalf("NULL primary key by update: %v", e)
+	}
+	if e := execErr(t, s, "INSERT INTO cp VALUES('x', NULL)"); !strings.Contains(e.Msg, "cp.b") {
+		t.Fatalf("NULL in 2nd primary key column: %v", e)
+	}
+	if e := execErr(t, s, "INSERT INTO t VALUES(?, 1); INSERT INTO t VALUES(9, 9)", int64(5)); !strings.Contains(e.Msg, "single statement") {
+		t.Fatalf("args with several statements: %v", e)
+	}
+	for _, q := range []string{"BEGIN", "COMMIT", "VACUUM", "PRAGMA user_version = 3", "PRAGMA query_only(1)", "pragma main.recursive_triggers=1", "PRAGMA writable_schema=ON", "DROP TABLE _tandem_requests", "DELETE FROM _TANDEM_applied"} {
+		if e := execErr(t, s, q); !strings.Contains(e.Msg, "tandem:") {
+			t.Fatalf("%q: %v", q, e)
+		}
+	}
+	// Refused pragmas never reached the connection (SQLite applies flag pragmas at prepare).
+	mustExec(t, s, "INSERT INTO t VALUES(100, 1)")
+	mustExec(t, s, "PRAGMA main.user_version")
+	mustExec(t, s, "PRAGMA defer_foreign_keys = ON")
+	res := mustExec(t, s, "PRAGMA table_info(t)")
+	if len(res.Rows) != 2 {
+		t.Fatalf("PRAGMA table_info: %+v", res)
+	}
+	f.requireSameContent(testDB)
+	if n := queryInt(t, f.stores[1], "SELECT count(*) FROM tp"); n != 1 {
+		t.Fatalf("follower tp rows %d", n)
+	}
+}
+
+func TestSchemaChangeStartsItsOwnEntry(t *testing.T) {
+	f := newCluster(t, 2, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(v)")
+	release := f.gate()
+	go s.Exec(context.Background(), testDB, Request{SQL: "INSERT INTO t VALUES(0)"})
+	f.waitBlocked(1)
+	sqls := []string{
+		"INSERT INTO t VALUES(1)",
+		"ALTER TABLE t ADD COLUMN w DEFAULT 5",
+		"INSERT INTO t VALUES(2, 6)",
+		"DELETE FROM t WHERE v = 0",
+		"DROP TABLE IF EXISTS nothing_here",
+		"CREATE TABLE u AS SELECT * FROM t",
+	}
+	db, _ := s.database(testDB, false)
+	var wg sync.WaitGroup
+	res := make([]Result, len(sqls))
+	for i, q := range sqls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			res[i], err = s.Exec(context.Background(), testDB, Request{SQL: q})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+		for len(db.queue) < i+1 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	release()
+	wg.Wait()
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatalf("request %d: %v", i, r.Err)
+		}
+	}
+	if res[1].Index == res[0].Index || res[2].Index == res[1].Index {
+		t.Fatalf("schema change shares an entry: %d %d %d", res[0].Index, res[1].Index, res[2].Index)
+	}
+	f.requireSameContent(testDB)
+	if got := queryRows(t, f.stores[1], "SELECT * FROM u ORDER BY v"); fmt.Sprint(got) != "[[1 5] [2 6]]" {
+		t.Fatalf("follower u: %v", got)
+	}
+}
+
+func TestDropTableWithCascade(t *testing.T) {
+	f := newCluster(t, 2, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE p(id INTEGER PRIMARY KEY)")
+	mustExec(t, s, "CREATE TABLE c(id INTEGER PRIMARY KEY, pid REFERENCES p(id) ON DELETE CASCADE)")
+	mustExec(t, s, "INSERT INTO p VALUES(1), (2); INSERT INTO c VALUES(10, 1), (20, 2)")
+	res, err := s.Exec(context.Background(), testDB, Request{SQL: "DROP TABLE p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("DROP TABLE with cascading rows: %v", res.Err)
+	f.requireSameContent(testDB)
+	for i := range f.stores {
+		if err := f.err(i); err != nil {
+			t.Fatalf("store %d: %v", i, err)
+		}
+	}
+}
+
+func TestCreateTableAsSelectRows(t *testing.T) {
+	f := newCluster(t, 2, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(k TEXT PRIMARY KEY, v)")
+	mustExec(t, s, "INSERT INTO t VALUES('a', 1), ('b', randomblob(4)), ('c', NULL)")
+	mustExec(t, s, "CREATE TABLE u AS SELECT k, v, random() AS r FROM t ORDER BY k DESC")
+	mustExec(t, s, "INSERT INTO t VALUES('d', 4); CREATE TABLE w AS SELECT * FROM t WHERE k > 'b'")
+	f.requireSameContent(testDB)
+	for i, st := range f.stores {
+		if got := fmt.Sprint(queryRows(t, st, "SELECT rowid, k FROM u ORDER BY rowid")); got != "[[1 c] [2 b] [3 a]]" {
+			t.Fatalf("store %d: u %s", i, got)
+		}
+		if n := queryInt(t, st, "SELECT count(*) FROM w"); n != 2 {
+			t.Fatalf("store %d: w has %d rows", i, n)
+		}
+	}
+}

@@ -1,0 +1,494 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/sqlite"
+)
+
+const testDB = "app"
+
+func mustExec(t testing.TB, s *Store, sql string, args ...sqlite.Value) Result {
+	t.Helper()
+	res, err := s.Exec(context.Background(), testDB, Request{SQL: sql, Args: args})
+	if err != nil {
+		t.Fatalf("Exec(%q): %v", sql, err)
+	}
+	if res.Err != nil {
+		t.Fatalf("Exec(%q): statement error %v", sql, res.Err)
+	}
+	return res
+}
+
+func queryRows(t testing.TB, s *Store, sql string, args ...sqlite.Value) [][]sqlite.Value {
+	t.Helper()
+	rows, err := s.Query(context.Background(), testDB, sql, args)
+	if err != nil {
+		t.Fatalf("Query(%q): %v", sql, err)
+	}
+	defer rows.Close()
+	var out [][]sqlite.Value
+	for {
+		dst := make([]sqlite.Value, len(rows.Columns))
+		ok, err := rows.Next(dst)
+		if err != nil {
+			t.Fatalf("Query(%q): Next: %v", sql, err)
+		}
+		if !ok {
+			return out
+		}
+		out = append(out, dst)
+	}
+}
+
+func queryInt(t testing.TB, s *Store, sql string, args ...sqlite.Value) int64 {
+	t.Helper()
+	rows := queryRows(t, s, sql, args...)
+	if len(rows) != 1 || len(rows[0]) != 1 {
+		t.Fatalf("Query(%q): want one value, got %v", sql, rows)
+	}
+	v, _ := rows[0][0].(int64)
+	return v
+}
+
+func TestExecReplicates(t *testing.T) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+	res := mustExec(t, s, "INSERT INTO t(v) VALUES(?)", "hello")
+	if res.RowsAffected != 1 || res.LastInsertID != 1 || res.Index == 0 {
+		t.Fatalf("result %+v", res)
+	}
+	f.sync()
+	for i, st := range f.stores {
+		if got := queryRows(t, st, "SELECT id, v FROM t"); len(got) != 1 || got[0][1] != "hello" {
+			t.Fatalf("store %d: rows %v", i, got)
+		}
+		if got := st.Databases(); !slices.Equal(got, []string{testDB}) {
+			t.Fatalf("store %d: Databases %v", i, got)
+		}
+	}
+	f.requireSameContent(testDB)
+	// Reads through Exec return rows and propose nothing.
+	before := f.entries()
+	res = mustExec(t, s, "SELECT v FROM t WHERE id = ?", int64(1))
+	if len(res.Rows) != 1 || res.Rows[0][0] != "hello" || res.Columns[0] != "v" {
+		t.Fatalf("read through Exec: %+v", res)
+	}
+	if after := f.entries(); len(after) != len(before) {
+		t.Fatalf("a read proposed an entry")
+	}
+	if res.Index != s.AppliedIndex() {
+		t.Fatalf("read index %d, applied %d", res.Index, s.AppliedIndex())
+	}
+}
+
+func TestBatchWithFailingRequest(t *testing.T) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT UNIQUE)")
+	mustExec(t, s, "INSERT INTO t(v) VALUES('taken')")
+
+	release := f.gate()
+	// A first request occupies the writer (blocked in LeaderReady) while the batch queues up.
+	blocker := make(chan error, 1)
+	go func() {
+		_, err := s.Exec(context.Background(), testDB, Request{SQL: "INSERT INTO t(v) VALUES('first')"})
+		blocker <- err
+	}()
+	f.waitBlocked(1)
+	sqls := []string{
+		"INSERT INTO t(v) VALUES('a')",
+		"INSERT INTO t(v) VALUES('b')",
+		"INSERT INTO t(v) VALUES('taken')", // UNIQUE violation
+		"INSERT INTO t(v) VALUES('c'); INSERT INTO nosuch VALUES(1)",
+		"INSERT INTO t(v) VALUES('d')",
+	}
+	results := make([]Result, len(sqls))
+	errs := make([]error, len(sqls))
+	var wg sync.WaitGroup
+	db, _ := s.database(testDB, false)
+	for i, q := range sqls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = s.Exec(context.Background(), testDB, Request{SQL: q})
+		}()
+		for len(db.queue) < i+1 { // keep the queue order equal to sqls
+			time.Sleep(time.Millisecond)
+		}
+	}
+	entriesBefore := len(f.entries())
+	release()
+	wg.Wait()
+	if err := <-blocker; err != nil {
+		t.Fatal(err)
+	}
+	for i := range sqls {
+		if errs[i] != nil {
+			t.Fatalf("request %d: %v", i, errs[i])
+		}
+	}
+	for _, i := range []int{0, 1, 4} {
+		if results[i].Err != nil || results[i].RowsAffected != 1 {
+			t.Fatalf("request %d: %+v", i, results[i])
+		}
+	}
+	if e := results[2].Err; e == nil || !errors.Is(e, sqlite.ErrConstraint) || !strings.Contains(e.Msg, "UNIQUE") {
+		t.Fatalf("request 2: want UNIQUE constraint error, got %+v", results[2])
+	}
+	if e := results[3].Err; e == nil || !strings.Contains(e.Msg, "no such table: nosuch") {
+		t.Fatalf("request 3: want 'no such table', got %+v", results[3])
+	}
+	if n := len(f.entries()) - entriesBefore; n != 2 {
+		t.Fatalf("want 2 entries (blocker, batch), got %d", n)
+	}
+	if results[0].Index != results[4].Index || results[0].Index == 0 {
+		t.Fatalf("batch shares one entry: %d %d", results[0].Index, results[4].Index)
+	}
+	f.sync()
+	for i, st := range f.stores {
+		got := queryRows(t, st, "SELECT v FROM t ORDER BY v")
+		want := "[[a] [b] [d] [first] [taken]]"
+		if fmt.Sprint(got) != want {
+			t.Fatalf("store %d: %v, want %s", i, got, want)
+		}
+	}
+	f.requireSameContent(testDB)
+}
+
+func TestConcurrentWriters(t *testing.T) {
+	f := newCluster(t, 2, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY, w INTEGER, n INTEGER)")
+	const writers, each = 16, 40
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ids := map[int64]bool{}
+	errc := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; n < each; n++ {
+				res, err := s.Exec(context.Background(), testDB, Request{
+					SQL: "INSERT INTO t(w, n) VALUES(?, ?)", Args: []sqlite.Value{int64(w), int64(n)}})
+				if err == nil && res.Err != nil {
+					err = res.Err
+				}
+				if err != nil {
+					errc <- err
+					return
+				}
+				if res.RowsAffected != 1 {
+					errc <- fmt.Errorf("rows affected %d", res.RowsAffected)
+					return
+				}
+				mu.Lock()
+				if ids[res.LastInsertID] {
+					errc <- fmt.Errorf("id %d returned twice", res.LastInsertID)
+				}
+				ids[res.LastInsertID] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err) // includes any SQLITE_BUSY / "database is locked"
+	}
+	f.sync()
+	for i, st := range f.stores {
+		if n := queryInt(t, st, "SELECT count(*) FROM t"); n != writers*each {
+			t.Fatalf("store %d: %d rows", i, n)
+		}
+		// Every returned id is the row that request inserted.
+		if n := queryInt(t, st, "SELECT count(DISTINCT w*1000+n) FROM t"); n != writers*each {
+			t.Fatalf("store %d: %d distinct rows", i, n)
+		}
+	}
+	if len(ids) != writers*each {
+		t.Fatalf("%d distinct ids", len(ids))
+	}
+	t.Logf("%d requests in %d entries", writers*each+1, len(f.entries()))
+	f.requireSameContent(testDB)
+}
+
+func TestDeduplication(t *testing.T) {
+	f := newCluster(t, 2, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)")
+	req := Request{ClientID: 7, RequestID: 1, SQL: "INSERT INTO t(v) VALUES(random()) RETURNING id, v"}
+	r1, err := s.Exec(context.Background(), testDB, req)
+	if err != nil || r1.Err != nil {
+		t.Fatal(err, r1.Err)
+	}
+	r2, err := s.Exec(context.Background(), testDB, req)
+	if err != nil || r2.Err != nil {
+		t.Fatal(err, r2.Err)
+	}
+	if fmt.Sprint(r1) != fmt.Sprint(r2) {
+		t.Fatalf("retry result differs:\n%+v\n%+v", r1, r2)
+	}
+	if n := queryInt(t, s, "SELECT count(*) FROM t"); n != 1 {
+		t.Fatalf("executed %d times", n)
+	}
+	// A failed request alone changes nothing: no entry, no record (a retry fails the same way).
+	bad := Request{ClientID: 7, RequestID: 2, SQL: "INSERT INTO t(id, v) VALUES(1, 0)"}
+	r3, err := s.Exec(context.Background(), testDB, bad)
+	if err != nil || r3.Err == nil {
+		t.Fatalf("want constraint error: %v %+v", err, r3)
+	}
+	// Same request twice in one batch: executed once, both get the same result.
+	release := f.gate()
+	go s.Exec(context.Background(), testDB, Request{SQL: "INSERT INTO t(v) VALUES(0)"})
+	f.waitBlocked(1)
+	same := Request{ClientID: 8, RequestID: 1, SQL: "INSERT INTO t(v) VALUES(42)"}
+	var wg sync.WaitGroup
+	res := make([]Result, 2)
+	for i := range res {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			res[i], err = s.Exec(context.Background(), testDB, same)
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	db, _ := s.database(testDB, false)
+	for len(db.queue) < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	release()
+	wg.Wait()
+	if fmt.Sprint(res[0]) != fmt.Sprint(res[1]) {
+		t.Fatalf("duplicate in batch: %+v vs %+v", res[0], res[1])
+	}
+	if n := queryInt(t, s, "SELECT count(*) FROM t WHERE v = 42"); n != 1 {
+		t.Fatalf("executed %d times", n)
+	}
+	f.requireSameContent(testDB)
+	// The follower knows the records too (a new leader would answer retries).
+	if n := queryInt(t, f.stores[1], "SELECT count(*) FROM _tandem_requests"); n != 2 {
+		t.Fatalf("follower has %d request records", n)
+	}
+}
+
+func TestExecTermMismatchSkipped(t *testing.T) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(v)")
+	f.mu.Lock()
+	f.termHack = func(e *Entry) { e.Term++ } // appended in a later term than executed
+	f.mu.Unlock()
+	_, err := s.Exec(context.Background(), testDB, Request{SQL: "INSERT INTO t VALUES(1)"})
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("want ErrOutcomeUnknown, got %v", err)
+	}
+	f.mu.Lock()
+	f.termHack = nil
+	f.mu.Unlock()
+	f.sync()
+	last := uint64(len(f.entries()))
+	for i, st := range f.stores {
+		if n := queryInt(t, st, "SELECT count(*) FROM t"); n != 0 {
+			t.Fatalf("store %d applied a stale command", i)
+		}
+		if st.AppliedIndex() != last || f.err(i) != nil {
+			t.Fatalf("store %d: applied %d of %d, err %v", i, st.AppliedIndex(), last, f.err(i))
+		}
+	}
+	mustExec(t, s, "INSERT INTO t VALUES(2)")
+	f.requireSameContent(testDB)
+}
+
+func TestStaleBaseSkipped(t *testing.T) {
+	// Two commands executed on the same state: only the first applied takes effect.
+	f := newCluster(t, 2, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(k PRIMARY KEY, v)")
+	mustExec(t, s, "INSERT INTO t VALUES('a', 1)")
+	ents := f.entries()
+	last := ents[len(ents)-1]
+	cmd, err := decodeCommand(last.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Seq += 1000 // a copy of the same effects, executed on the same base
+	f.appendEntry(last.Term, encodeCommand(nil, cmd))
+	f.sync()
+	for i := range f.stores {
+		if err := f.err(i); err != nil {
+			t.Fatalf("store %d: %v", i, err)
+		}
+	}
+	f.requireSameContent(testDB)
+}
+
+func TestDivergenceStops(t *testing.T) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+	mustExec(t, s, "INSERT INTO t VALUES(1, 'x')")
+	f.sync()
+	// Change the row behind follower 1's back.
+	c, err := sqlite.Open(filepath.Join(f.dirs[1], "db", testDB+".sqlite"), sqlite.OpenOptions{BusyTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Exec("UPDATE t SET v = 'tampered' WHERE id = 1"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	mustExec(t, s, "UPDATE t SET v = 'y' WHERE id = 1")
+	f.sync()
+	err = f.err(1)
+	if !errors.Is(err, ErrDiverged) {
+		t.Fatalf("follower: want ErrDiverged, got %v", err)
+	}
+	if !strings.Contains(err.Error(), `"app"`) || !errors.Is(err, sqlite.ErrConflict) {
+		t.Fatalf("divergence error lacks detail: %v", err)
+	}
+	if !errors.Is(f.stores[1].Diverged(), ErrDiverged) {
+		t.Fatal("Diverged() is nil")
+	}
+	if f.err(0) != nil || f.err(2) != nil {
+		t.Fatalf("healthy stores failed: %v %v", f.err(0), f.err(2))
+	}
+	// Further applies are refused, and so are waits and reads.
+	mustExec(t, s, "INSERT INTO t VALUES(2, 'z')")
+	f.sync()
+	if err := f.stores[1].Apply(f.entries()); !errors.Is(err, ErrDiverged) {
+		t.Fatalf("Apply after divergence: %v", err)
+	}
+	if err := f.stores[1].WaitApplied(context.Background(), 1<<40); !errors.Is(err, ErrDiverged) {
+		t.Fatalf("WaitApplied after divergence: %v", err)
+	}
+	if _, err := f.stores[1].Query(context.Background(), testDB, "SELECT 1", nil); !errors.Is(err, ErrDiverged) {
+		t.Fatalf("Query after divergence: %v", err)
+	}
+	if n := queryInt(t, f.stores[2], "SELECT count(*) FROM t"); n != 2 {
+		t.Fatalf("healthy follower: %d rows", n)
+	}
+}
+
+func TestRestartReplaysIdempotently(t *testing.T) {
+	f := newCluster(t, 2, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY AUTOINCREMENT, v)")
+	for i := 0; i < 5; i++ {
+		mustExec(t, s, "INSERT INTO t(v) VALUES(?)", int64(i))
+	}
+	mustExec(t, s, "DELETE FROM t WHERE v = 4") // sqlite_sequence stays at 5
+	f.appendEntry(1, nil)
+	f.sync()
+	want := f.stores[1].AppliedIndex()
+	wantHash := f.hashes(testDB)[1]
+
+	// Restart the follower: it reports the applied index and replays the log harmlessly.
+	old1 := f.stores[1]
+	f.replace(1, nil)
+	if err := old1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s1 := f.open(1)
+	if got := s1.AppliedIndex(); got+1 < want || got > want { // the last entry was empty
+		t.Fatalf("applied after restart %d, want %d", got, want)
+	}
+	if err := s1.Apply(f.entries()); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	if h, _ := s1.ContentHash(context.Background(), testDB); h != wantHash {
+		t.Fatal("content changed by replay")
+	}
+	f.replace(1, s1)
+	// Restart the leader too and keep writing.
+	old := f.stores[0]
+	f.replace(0, nil)
+	old.Close()
+	s0 := f.open(0)
+	f.replace(0, s0)
+	mustExec(t, s0, "INSERT INTO t(v) VALUES('after')")
+	f.requireSameContent(testDB)
+	if id := queryInt(t, s1, "SELECT max(id) FROM t"); id != 6 {
+		t.Fatalf("AUTOINCREMENT after restart: id %d, want 6", id)
+	}
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	f := newCluster(t, 2, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY AUTOINCREMENT, v)")
+	mustExec(t, s, "INSERT INTO t(v) VALUES(randomblob(100)), (datetime('now'))")
+	if _, err := s.Exec(context.Background(), "other", Request{SQL: "CREATE TABLE o(x); INSERT INTO o VALUES(1)"}); err != nil {
+		t.Fatal(err)
+	}
+	f.sync()
+	snap := t.TempDir()
+	if err := s.SaveSnapshot(snap); err != nil {
+		t.Fatal(err)
+	}
+	index := s.AppliedIndex()
+
+	// A fresh store with a stray database that is not in the snapshot.
+	dir := t.TempDir()
+	fresh, err := Open(Options{Dir: dir, NodeID: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if err := fresh.Apply([]Entry{{Index: 1, Term: 1, Data: encodeCommand(nil, &command{DB: "stray", DDL: []string{"CREATE TABLE x(a)"}, ExecTerm: 1})}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.RestoreSnapshot(snap, index); err != nil {
+		t.Fatal(err)
+	}
+	if fresh.AppliedIndex() != index {
+		t.Fatalf("applied %d, want %d", fresh.AppliedIndex(), index)
+	}
+	if got := fresh.Databases(); !slices.Equal(got, []string{testDB, "other"}) {
+		t.Fatalf("databases after restore: %v", got)
+	}
+	for _, db := range []string{testDB, "other"} {
+		h1, err1 := s.ContentHash(context.Background(), db)
+		h2, err2 := fresh.ContentHash(context.Background(), db)
+		if err1 != nil || err2 != nil || h1 != h2 {
+			t.Fatalf("%s: hash %s vs %s (%v %v)", db, h1, h2, err1, err2)
+		}
+	}
+	// The restored store follows the log from there on, and survives a restart.
+	mustExec(t, s, "INSERT INTO t(v) VALUES('later')")
+	f.sync()
+	if err := fresh.Apply(f.entries()); err != nil {
+		t.Fatal(err)
+	}
+	h1, _ := s.ContentHash(context.Background(), testDB)
+	h2, _ := fresh.ContentHash(context.Background(), testDB)
+	if h1 != h2 {
+		t.Fatal("hash differs after following the log")
+	}
+	fresh.Close()
+	again, err := Open(Options{Dir: dir, NodeID: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if again.AppliedIndex() < index {
+		t.Fatalf("applied after restart %d < snapshot %d", again.AppliedIndex(), index)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "db", "stray.sqlite")); !os.IsNotExist(err) {
+		t.Fatalf("stray database survived the restore: %v", err)
+	}
+}

@@ -1,0 +1,284 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/sqlite"
+)
+
+// Tx is an interactive transaction. It owns its database's writer from Begin until Commit,
+// Rollback, a leadership change, or TxIdleTimeout without a statement.
+type Tx struct {
+	s        *Store
+	db       *database
+	clientID uint64
+	term     uint64 // set by the writer before Begin returns
+
+	ops      chan *txOp
+	quit     chan struct{} // closed by Rollback (or a failed Begin)
+	quitOnce sync.Once
+	done     chan struct{} // closed when the writer has left the transaction
+
+	mu  sync.Mutex
+	err error // why the transaction ended
+}
+
+type txOpKind int
+
+const (
+	txExec txOpKind = iota
+	txCommit
+)
+
+type txOp struct {
+	kind      txOpKind
+	ctx       context.Context
+	sql       string
+	args      []sqlite.Value
+	requestID uint64
+	reply     chan jobResult
+}
+
+// Begin starts an interactive transaction on db: once the writer reaches it in its queue, it
+// runs BEGIN IMMEDIATE and keeps the write connection for this transaction alone.
+func (s *Store) Begin(ctx context.Context, dbName string, clientID uint64) (*Tx, error) {
+	if err := s.Diverged(); err != nil {
+		return nil, err
+	}
+	db, err := s.database(dbName, true)
+	if err != nil {
+		return nil, err
+	}
+	t := &Tx{s: s, db: db, clientID: clientID, ops: make(chan *txOp),
+		quit: make(chan struct{}), done: make(chan struct{})}
+	j := &job{ctx: ctx, tx: t, done: make(chan jobResult, 1)}
+	if _, err := db.submit(ctx, j); err != nil {
+		t.quitOnce.Do(func() { close(t.quit) }) // in case the writer started it after all
+		return nil, err
+	}
+	return t, nil
+}
+
+// Exec runs statements inside the transaction (reads too). A statement's own failure is in
+// Result.Err and rolls back that call alone; the transaction goes on.
+func (t *Tx) Exec(ctx context.Context, sql string, args []sqlite.Value) (Result, error) {
+	return t.call(ctx, &txOp{kind: txExec, ctx: ctx, sql: sql, args: args})
+}
+
+// Commit replicates the transaction as one entry and returns once it is applied here.
+// requestID (non-zero) makes a retried Commit return the first outcome.
+func (t *Tx) Commit(ctx context.Context, requestID uint64) (Result, error) {
+	return t.call(ctx, &txOp{kind: txCommit, ctx: ctx, requestID: requestID})
+}
+
+// Rollback abandons the transaction. It is a no-op on a finished transaction.
+func (t *Tx) Rollback() error {
+	t.quitOnce.Do(func() { close(t.quit) })
+	<-t.done
+	return nil
+}
+
+func (t *Tx) endErr() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err == nil {
+		return ErrTxDone
+	}
+	return t.err
+}
+
+func (t *Tx) setErr(err error) {
+	t.mu.Lock()
+	if t.err == nil {
+		t.err = err
+	}
+	t.mu.Unlock()
+}
+
+func (t *Tx) call(ctx context.Context, op *txOp) (Result, error) {
+	op.reply = make(chan jobResult, 1)
+	select {
+	case t.ops <- op:
+	case <-t.done:
+		return Result{}, t.endErr()
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+	select {
+	case r := <-op.reply:
+		return r.res, r.err
+	case <-ctx.Done():
+		if op.kind == txCommit {
+			return Result{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
+		}
+		r := <-op.reply // the statement is interrupted; its answer comes soon
+		return r.res, r.err
+	}
+}
+
+// runTx serves an interactive transaction on the writer goroutine.
+func (wr *writer) runTx(j *job) {
+	t := j.tx
+	s := wr.s
+	if !j.state.CompareAndSwap(jobQueued, jobStarted) {
+		return
+	}
+	if err := j.ctx.Err(); err != nil {
+		j.finish(Result{}, err)
+		return
+	}
+	term, err := wr.leaderReady([]*job{j})
+	if err != nil {
+		j.finish(Result{}, err)
+		return
+	}
+	w := wr.w
+	c := w.conn
+	wr.drainPreempt()
+	if err := c.Exec("BEGIN IMMEDIATE"); err != nil {
+		j.finish(Result{}, fmt.Errorf("store: begin: %w", err))
+		wr.resetConn()
+		return
+	}
+	base, seqBefore, sess, err := wr.beginEffects()
+	if err != nil {
+		_ = c.Exec("ROLLBACK")
+		j.finish(Result{}, err)
+		wr.resetConn()
+		return
+	}
+	t.term = term
+	defer close(t.done)
+	j.finish(Result{}, nil)
+
+	end := func(err error) {
+		if sess != nil {
+			sess.Close()
+			sess = nil
+		}
+		if rerr := c.Exec("ROLLBACK"); rerr != nil {
+			s.log.Warn("store: rollback of interactive transaction", "db", wr.db.name, "err", rerr)
+			wr.resetConn()
+		}
+		t.setErr(err)
+	}
+	var ddl []string
+	idle := time.NewTimer(s.opts.TxIdleTimeout)
+	defer idle.Stop()
+	lost, changed := s.leaderLost(term)
+	for {
+		if lost {
+			end(ErrTxAborted)
+			return
+		}
+		select {
+		case op := <-t.ops:
+			if op.kind == txCommit {
+				res, err := wr.commitTx(t, term, base, seqBefore, sess, ddl, op.requestID)
+				sess = nil
+				if err != nil {
+					t.setErr(err)
+				} else {
+					t.setErr(ErrTxDone)
+				}
+				op.reply <- jobResult{res, err}
+				return
+			}
+			if err := c.Exec("SAVEPOINT tandem_stmt"); err != nil {
+				op.reply <- jobResult{Result{}, err}
+				end(err)
+				return
+			}
+			stop := context.AfterFunc(op.ctx, c.Interrupt)
+			out := w.run(op.sql, op.args, sess.IsEmpty, true)
+			stop()
+			undo := "RELEASE tandem_stmt"
+			if out.res.Err != nil {
+				undo = "ROLLBACK TO tandem_stmt; RELEASE tandem_stmt"
+			}
+			if err := c.Exec(undo); err != nil {
+				op.reply <- jobResult{Result{}, err}
+				end(err)
+				return
+			}
+			if wr.preempted() {
+				op.reply <- jobResult{Result{}, ErrTxAborted}
+				end(ErrTxAborted)
+				return
+			}
+			if out.res.Err == nil {
+				ddl = append(ddl, out.ddl...)
+			}
+			op.reply <- jobResult{out.res, nil}
+			idle.Reset(s.opts.TxIdleTimeout)
+		case <-idle.C:
+			end(ErrTxTimeout)
+			return
+		case <-t.quit:
+			end(ErrTxDone)
+			return
+		case <-wr.db.preemptC:
+			end(ErrTxAborted)
+			return
+		case <-changed:
+			lost, changed = s.leaderLost(term)
+		case <-wr.db.ctx.Done():
+			end(ErrClosed)
+			return
+		}
+	}
+}
+
+// commitTx turns the open transaction into one entry. sess is closed in every case.
+func (wr *writer) commitTx(t *Tx, term, base uint64, seqBefore map[string]int64, sess *sqlite.Session,
+	ddl []string, requestID uint64) (Result, error) {
+	c := wr.w.conn
+	fail := func(err error) (Result, error) {
+		if sess != nil {
+			sess.Close()
+		}
+		if rerr := c.Exec("ROLLBACK"); rerr != nil {
+			wr.resetConn()
+		}
+		return Result{}, err
+	}
+	if requestID != 0 {
+		res, found, err := lookupRequest(&wr.w.stmts, reqKey{t.clientID, requestID})
+		if err != nil {
+			return fail(err)
+		}
+		if found {
+			fail(nil)
+			return res, nil
+		}
+	}
+	cmd, err := wr.endEffects(sess, seqBefore)
+	sess = nil
+	if err != nil {
+		return fail(err)
+	}
+	executedHash := wr.verifyBefore()
+	if err := c.Exec("ROLLBACK"); err != nil {
+		wr.resetConn()
+		return Result{}, err
+	}
+	cmd.DDL = ddl
+	if len(cmd.Changeset) == 0 && len(cmd.DDL) == 0 && len(cmd.SeqChanges) == 0 {
+		return Result{Index: wr.s.AppliedIndex()}, nil
+	}
+	var res Result
+	if requestID != 0 {
+		cmd.Requests = []requestRecord{{ClientID: t.clientID, RequestID: requestID, Result: encodeResult(nil, &res)}}
+	}
+	cmd.BaseIndex = base
+	index, err := wr.propose(term, cmd, 1)
+	if err != nil {
+		return Result{}, err
+	}
+	wr.verifyAfter(executedHash, index)
+	res.Index = index
+	return res, nil
+}

@@ -1,0 +1,285 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/sqlite"
+)
+
+func mustTxExec(t *testing.T, tx *Tx, sql string, args ...sqlite.Value) Result {
+	t.Helper()
+	res, err := tx.Exec(context.Background(), sql, args)
+	if err != nil || res.Err != nil {
+		t.Fatalf("Tx.Exec(%q): %v %v", sql, err, res.Err)
+	}
+	return res
+}
+
+func TestTxCommitRollback(t *testing.T) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER)")
+	mustExec(t, s, "INSERT INTO acct VALUES(1, 100), (2, 0)")
+
+	tx, err := s.Begin(ctx, testDB, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := mustTxExec(t, tx, "SELECT bal FROM acct WHERE id = 1")
+	if res.Rows[0][0] != int64(100) {
+		t.Fatalf("read in tx: %v", res.Rows)
+	}
+	mustTxExec(t, tx, "UPDATE acct SET bal = bal - 30 WHERE id = 1")
+	// A failing statement rolls back alone.
+	if res, err := tx.Exec(ctx, "INSERT INTO acct VALUES(1, 5)", nil); err != nil || res.Err == nil {
+		t.Fatalf("want constraint error: %v %+v", err, res)
+	}
+	mustTxExec(t, tx, "UPDATE acct SET bal = bal + 30 WHERE id = 2")
+	mustTxExec(t, tx, "CREATE TABLE log(msg)")
+	mustTxExec(t, tx, "INSERT INTO log VALUES('moved 30')")
+	// Other writers wait for the transaction (it owns the writer).
+	done := make(chan Result, 1)
+	go func() { done <- mustExec(t, s, "UPDATE acct SET bal = bal * 2 WHERE id = 1") }()
+	select {
+	case <-done:
+		t.Fatal("a write ran inside another transaction")
+	case <-time.After(50 * time.Millisecond):
+	}
+	// Uncommitted changes are not visible to readers.
+	if n := queryInt(t, s, "SELECT bal FROM acct WHERE id = 1"); n != 100 {
+		t.Fatalf("uncommitted write visible: %d", n)
+	}
+	cres, err := tx.Commit(ctx, 77)
+	if err != nil || cres.Index == 0 {
+		t.Fatalf("commit: %v %+v", err, cres)
+	}
+	<-done
+	f.sync()
+	for i, st := range f.stores {
+		if n := queryInt(t, st, "SELECT bal FROM acct WHERE id = 1"); n != 140 {
+			t.Fatalf("store %d: bal %d", i, n)
+		}
+		if n := queryInt(t, st, "SELECT count(*) FROM log"); n != 1 {
+			t.Fatalf("store %d: log %d", i, n)
+		}
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1", nil); !errors.Is(err, ErrTxDone) {
+		t.Fatalf("use after commit: %v", err)
+	}
+
+	// Rollback: nothing is replicated.
+	n := len(f.entries())
+	tx, err = s.Begin(ctx, testDB, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, "DELETE FROM acct")
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.entries()) != n {
+		t.Fatal("rollback proposed an entry")
+	}
+	if c := queryInt(t, s, "SELECT count(*) FROM acct"); c != 2 {
+		t.Fatalf("rolled back delete applied: %d rows", c)
+	}
+	// Read-only transaction: commit proposes nothing.
+	tx, err = s.Begin(ctx, testDB, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, "SELECT * FROM acct")
+	if _, err := tx.Commit(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.entries()) != n {
+		t.Fatal("read-only commit proposed an entry")
+	}
+	// A retried commit returns the first outcome without applying again.
+	tx, err = s.Begin(ctx, testDB, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, "UPDATE acct SET bal = bal + 1")
+	again, err := tx.Commit(ctx, 77)
+	if err != nil || again.Index != cres.Index {
+		t.Fatalf("retried commit: %v %+v, first %+v", err, again, cres)
+	}
+	if n := queryInt(t, s, "SELECT sum(bal) FROM acct"); n != 170 {
+		t.Fatalf("retried commit applied again: %d", n)
+	}
+	f.requireSameContent(testDB)
+}
+
+func TestTxIdleTimeout(t *testing.T) {
+	f := newCluster(t, 1, func(o *Options) { o.TxIdleTimeout = 100 * time.Millisecond })
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE t(v)")
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, "INSERT INTO t VALUES(1)")
+	time.Sleep(300 * time.Millisecond)
+	if _, err := tx.Exec(ctx, "INSERT INTO t VALUES(2)", nil); !errors.Is(err, ErrTxTimeout) {
+		t.Fatalf("want ErrTxTimeout, got %v", err)
+	}
+	if _, err := tx.Commit(ctx, 0); !errors.Is(err, ErrTxTimeout) {
+		t.Fatalf("commit: want ErrTxTimeout, got %v", err)
+	}
+	// The writer is free again and the transaction left nothing behind.
+	mustExec(t, s, "INSERT INTO t VALUES(3)")
+	if n := queryInt(t, s, "SELECT count(*) FROM t"); n != 1 {
+		t.Fatalf("%d rows", n)
+	}
+}
+
+func TestTxAbortedByLeaderChange(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE t(v)")
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, "INSERT INTO t VALUES(1)")
+	s.LeaderChanged(2, false)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		_, err := tx.Exec(ctx, "SELECT 1", nil)
+		if errors.Is(err, ErrTxAborted) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tx not aborted: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestTxRejectsStatements(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(v)")
+	tx, err := s.Begin(context.Background(), testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	for _, q := range []string{"COMMIT", "ROLLBACK", "SAVEPOINT x", "  /* c */ begin", "ATTACH 'x' AS y", "SELECT * FROM _tandem_applied"} {
+		res, err := tx.Exec(context.Background(), q, nil)
+		if err != nil || res.Err == nil || !strings.Contains(res.Err.Msg, "tandem:") {
+			t.Fatalf("%q: want a tandem error, got %v %+v", q, err, res.Err)
+		}
+	}
+	mustTxExec(t, tx, "INSERT INTO t VALUES(1)")
+}
+
+func TestQueueFullAndDeadline(t *testing.T) {
+	f := newCluster(t, 1, func(o *Options) { o.QueueSize = 2 })
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE t(v)")
+
+	if _, err := s.Exec(ctx, testDB, Request{SQL: "INSERT INTO t VALUES(0)", Deadline: time.Now().Add(-time.Second)}); !errors.Is(err, ErrDeadline) {
+		t.Fatalf("past deadline: %v", err)
+	}
+
+	release := f.gate()
+	defer release()
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	results := make([]Result, 3)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		results[0], errs[0] = s.Exec(ctx, testDB, Request{SQL: "INSERT INTO t VALUES(1)"})
+	}()
+	f.waitBlocked(1)
+	// The writer holds request 1; the queue takes two more.
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		results[1], errs[1] = s.Exec(ctx, testDB, Request{SQL: "INSERT INTO t VALUES(2)", Deadline: time.Now().Add(30 * time.Millisecond)})
+	}()
+	go func() {
+		defer wg.Done()
+		results[2], errs[2] = s.Exec(ctx, testDB, Request{SQL: "INSERT INTO t VALUES(3)"})
+	}()
+	db, _ := s.database(testDB, false)
+	for len(db.queue) < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := s.Exec(ctx, testDB, Request{SQL: "INSERT INTO t VALUES(4)"}); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("want ErrQueueFull, got %v", err)
+	}
+	time.Sleep(60 * time.Millisecond) // request 2's deadline passes while it waits
+	release()
+	wg.Wait()
+	if errs[0] != nil || errs[2] != nil {
+		t.Fatal(errs)
+	}
+	if !errors.Is(errs[1], ErrDeadline) {
+		t.Fatalf("queued past its deadline: %v", errs[1])
+	}
+	if got := queryRows(t, s, "SELECT v FROM t ORDER BY v"); len(got) != 2 || got[0][0] != int64(1) || got[1][0] != int64(3) {
+		t.Fatalf("rows %v", got)
+	}
+}
+
+func TestCancelledBeforeStart(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(v)")
+	release := f.gate()
+	go s.Exec(context.Background(), testDB, Request{SQL: "INSERT INTO t VALUES(1)"})
+	f.waitBlocked(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Exec(ctx, testDB, Request{SQL: "INSERT INTO t VALUES(2)"})
+		errc <- err
+	}()
+	db, _ := s.database(testDB, false)
+	for len(db.queue) < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("cancelled before start: %v", err)
+	}
+	release()
+	mustExec(t, s, "INSERT INTO t VALUES(3)")
+	if got := queryRows(t, s, "SELECT v FROM t ORDER BY v"); len(got) != 2 {
+		t.Fatalf("cancelled request ran: %v", got)
+	}
+}
+
+func TestNotLeader(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	errNL := errors.New("not leader: leader is node 2")
+	f.mu.Lock()
+	f.notLead = errNL
+	f.mu.Unlock()
+	if _, err := s.Exec(context.Background(), testDB, Request{SQL: "CREATE TABLE t(v)"}); !errors.Is(err, errNL) {
+		t.Fatalf("want the proposer's error, got %v", err)
+	}
+	if _, err := s.Begin(context.Background(), testDB, 1); !errors.Is(err, errNL) {
+		t.Fatalf("Begin: want the proposer's error, got %v", err)
+	}
+	if _, err := s.Query(context.Background(), testDB, "SELECT 1", nil); !errors.Is(err, ErrNoSuchDatabase) {
+		t.Fatalf("a database nobody wrote: %v", err)
+	}
+	if _, err := s.Exec(context.Background(), "bad/name", Request{SQL: "SELECT 1"}); !errors.Is(err, ErrBadName) {
+		t.Fatalf("bad name: %v", err)
+	}
+}

@@ -1,0 +1,553 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/sqlite"
+)
+
+// Request is one write (or any statement) sent through a database's writer.
+type Request struct {
+	ClientID, RequestID uint64 // RequestID 0 = no de-duplication
+	SQL                 string
+	Args                []sqlite.Value // only with a single statement
+	Deadline            time.Time      // dropped with ErrDeadline if not started by then
+}
+
+// Result is the outcome of one request.
+type Result struct {
+	Columns      []string
+	DeclTypes    []string // declared types of the columns ("" for expressions); not kept for de-duplicated replies
+	Rows         [][]sqlite.Value
+	LastInsertID int64
+	RowsAffected int64
+	Index        uint64        // Raft index of the entry that carried it (read-your-writes)
+	Err          *sqlite.Error // the statement's own error; other requests in the batch unaffected
+}
+
+const (
+	jobQueued int32 = iota
+	jobStarted
+	jobCancelled
+)
+
+// job is a queued request or interactive transaction.
+type job struct {
+	ctx   context.Context
+	req   Request
+	tx    *Tx // non-nil: Begin of an interactive transaction
+	state atomic.Int32
+	done  chan jobResult // buffered: the writer never blocks answering
+}
+
+type jobResult struct {
+	res Result
+	err error
+}
+
+func (j *job) finish(res Result, err error) {
+	select {
+	case j.done <- jobResult{res, err}:
+	default:
+	}
+}
+
+func (j *job) expired(now time.Time) bool {
+	return !j.req.Deadline.IsZero() && now.After(j.req.Deadline)
+}
+
+// Exec runs req through the database's writer (group commit) and returns its result once the
+// entry carrying it is applied on this node. A statement's own failure is in Result.Err; an
+// error return means the request did not run (ErrQueueFull, ErrDeadline, not leader, ...) or
+// its outcome is unknown (ErrOutcomeUnknown).
+func (s *Store) Exec(ctx context.Context, dbName string, req Request) (Result, error) {
+	if err := s.Diverged(); err != nil {
+		return Result{}, err
+	}
+	if req.expiredNow() {
+		return Result{}, ErrDeadline
+	}
+	db, err := s.database(dbName, true)
+	if err != nil {
+		return Result{}, err
+	}
+	j := &job{ctx: ctx, req: req, done: make(chan jobResult, 1)}
+	return db.submit(ctx, j)
+}
+
+func (r *Request) expiredNow() bool { return !r.Deadline.IsZero() && time.Now().After(r.Deadline) }
+
+// submit queues j and waits for its answer.
+func (db *database) submit(ctx context.Context, j *job) (Result, error) {
+	if !db.startWriter() {
+		return Result{}, ErrClosed
+	}
+	select {
+	case db.queue <- j:
+	default:
+		return Result{}, ErrQueueFull
+	}
+	select {
+	case r := <-j.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		if j.state.CompareAndSwap(jobQueued, jobCancelled) {
+			return Result{}, ctx.Err()
+		}
+		return Result{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
+	case <-db.ctx.Done():
+		if j.state.CompareAndSwap(jobQueued, jobCancelled) {
+			return Result{}, ErrClosed
+		}
+		r := <-j.done // a started job is always answered by the writer
+		return r.res, r.err
+	}
+}
+
+// writer is the state of a database's writer goroutine.
+type writer struct {
+	s       *Store
+	db      *database
+	w       *wconn
+	pending []*job
+}
+
+func (db *database) writerLoop() {
+	defer close(db.writerDone)
+	wr := &writer{s: db.s, db: db}
+	defer wr.shutdown()
+	for {
+		if len(wr.pending) == 0 {
+			select {
+			case j := <-db.queue:
+				wr.pending = append(wr.pending, j)
+			case <-db.ctx.Done():
+				return
+			}
+		}
+	drain:
+		for len(wr.pending) < maxBatch {
+			select {
+			case j := <-db.queue:
+				wr.pending = append(wr.pending, j)
+			default:
+				break drain
+			}
+		}
+		if db.ctx.Err() != nil {
+			return
+		}
+		if wr.w == nil {
+			if err := wr.openConn(); err != nil {
+				wr.failPending(err)
+				continue
+			}
+		}
+		if j := wr.pending[0]; j.tx != nil {
+			wr.pending = wr.pending[1:]
+			wr.runTx(j)
+			continue
+		}
+		n := 0
+		for n < len(wr.pending) && n < maxBatch && wr.pending[n].tx == nil {
+			n++
+		}
+		batch := append([]*job(nil), wr.pending[:n]...)
+		rest := wr.pending[n:]
+		deferred := wr.runBatch(batch)
+		wr.pending = append(append([]*job(nil), deferred...), rest...)
+	}
+}
+
+func (wr *writer) openConn() error {
+	c, err := sqlite.Open(wr.db.path, sqlite.OpenOptions{ForeignKeys: true, BusyTimeout: busyTimeout})
+	if err != nil {
+		return fmt.Errorf("store: open writer connection: %w", err)
+	}
+	wr.w = &wconn{conn: c, stmts: stmtCache{conn: c}}
+	wr.db.writerConn.Store(c)
+	return nil
+}
+
+// resetConn closes the writer connection after an error that may have left it in a
+// transaction; the next batch opens a new one.
+func (wr *writer) resetConn() {
+	if wr.w == nil {
+		return
+	}
+	wr.db.writerConn.Store(nil)
+	wr.w.stmts.close()
+	if err := wr.w.conn.Close(); err != nil {
+		wr.s.log.Warn("store: closing writer connection", "db", wr.db.name, "err", err)
+	}
+	wr.w = nil
+}
+
+func (wr *writer) shutdown() {
+	wr.failPending(ErrClosed)
+	wr.db.failQueued(ErrClosed)
+	wr.resetConn()
+}
+
+func (wr *writer) failPending(err error) {
+	for _, j := range wr.pending {
+		j.finish(Result{}, err)
+	}
+	wr.pending = nil
+}
+
+// leaderReady waits for LeaderReady on behalf of the jobs; it gives up when all their
+// contexts are done or the database closes.
+func (wr *writer) leaderReady(jobs []*job) (uint64, error) {
+	p := wr.s.opts.Proposer
+	if p == nil {
+		return 0, errors.New("store: no proposer configured")
+	}
+	ctx, cancel := context.WithCancel(wr.db.ctx)
+	defer cancel()
+	var remaining atomic.Int64
+	remaining.Store(int64(len(jobs)))
+	for _, j := range jobs {
+		stop := context.AfterFunc(j.ctx, func() {
+			if remaining.Add(-1) == 0 {
+				cancel()
+			}
+		})
+		defer stop()
+	}
+	return p.LeaderReady(ctx)
+}
+
+// drainPreempt forgets preemption requests made before this write transaction began.
+func (wr *writer) drainPreempt() {
+	select {
+	case <-wr.db.preemptC:
+	default:
+	}
+}
+
+func (wr *writer) preempted() bool {
+	select {
+	case <-wr.db.preemptC:
+		return true
+	default:
+		return false
+	}
+}
+
+type reqKey struct{ client, req uint64 }
+
+// slot is a job of a batch and what became of it.
+type slot struct {
+	j        *job
+	res      Result
+	executed bool // ran (successfully or with its own error); answered at the end
+	dupOf    int  // >= 0: same request id as an earlier slot of the batch
+}
+
+var errPreempted = fmt.Errorf("%w: writer preempted by a leadership change", ErrOutcomeUnknown)
+
+// runBatch executes jobs as one entry (group commit) and answers them. It returns the jobs
+// it did not start (they go first in the next batch).
+func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
+	now := time.Now()
+	live := jobs[:0:0]
+	for _, j := range jobs {
+		switch {
+		case j.state.Load() == jobCancelled:
+		case j.ctx.Err() != nil:
+			j.finish(Result{}, j.ctx.Err())
+		case j.expired(now):
+			j.finish(Result{}, ErrDeadline)
+		default:
+			live = append(live, j)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	term, err := wr.leaderReady(live)
+	if err != nil {
+		for _, j := range live {
+			j.finish(Result{}, err)
+		}
+		return nil
+	}
+	w := wr.w
+	c := w.conn
+	wr.drainPreempt()
+	if err := c.Exec("BEGIN IMMEDIATE"); err != nil {
+		for _, j := range live {
+			j.finish(Result{}, fmt.Errorf("store: begin: %w", err))
+		}
+		wr.resetConn()
+		return nil
+	}
+	var sess *sqlite.Session
+	fatal := func(err error) []*job {
+		// Nothing was proposed: the requests that ran did not happen. Those not started yet
+		// go to the next batch.
+		if sess != nil {
+			sess.Close()
+			sess = nil
+		}
+		_ = c.Exec("ROLLBACK")
+		wr.resetConn()
+		var rest []*job
+		for _, j := range live {
+			switch j.state.Load() {
+			case jobStarted:
+				j.finish(Result{}, err)
+			case jobQueued:
+				rest = append(rest, j)
+			}
+		}
+		return rest
+	}
+	base, seqBefore, sess, err := wr.beginEffects()
+	if err != nil {
+		return fatal(err)
+	}
+
+	slots := make([]slot, 0, len(live))
+	inflight := map[reqKey]int{}
+	var ddl []string
+	executed := 0
+	for i, j := range live {
+		if j.expired(time.Now()) {
+			if j.state.CompareAndSwap(jobQueued, jobStarted) {
+				j.finish(Result{}, ErrDeadline)
+			}
+			continue
+		}
+		if !j.state.CompareAndSwap(jobQueued, jobStarted) {
+			continue // the caller gave up
+		}
+		sl := slot{j: j, dupOf: -1}
+		if j.req.RequestID != 0 {
+			k := reqKey{j.req.ClientID, j.req.RequestID}
+			if first, ok := inflight[k]; ok {
+				sl.dupOf = first
+				slots = append(slots, sl)
+				continue
+			}
+			res, found, err := lookupRequest(&w.stmts, k)
+			if err != nil {
+				return fatal(err)
+			}
+			if found {
+				j.finish(res, nil)
+				continue
+			}
+		}
+		if err := c.Exec("SAVEPOINT tandem_req"); err != nil {
+			return fatal(err)
+		}
+		stop := context.AfterFunc(j.ctx, c.Interrupt)
+		out := w.run(j.req.SQL, j.req.Args, sess.IsEmpty, executed == 0)
+		stop()
+		if out.res.Err != nil || out.again {
+			if err := c.Exec("ROLLBACK TO tandem_req; RELEASE tandem_req"); err != nil {
+				return fatal(err)
+			}
+		} else if err := c.Exec("RELEASE tandem_req"); err != nil {
+			return fatal(err)
+		}
+		if out.again {
+			// A schema change goes first in its entry: run it again in the next batch.
+			j.state.Store(jobQueued)
+			deferred = live[i:]
+			break
+		}
+		if wr.preempted() {
+			return fatal(errPreempted)
+		}
+		sl.res, sl.executed = out.res, true
+		slots = append(slots, sl)
+		executed++
+		if j.req.RequestID != 0 {
+			inflight[reqKey{j.req.ClientID, j.req.RequestID}] = len(slots) - 1
+		}
+		if out.schemaChanged {
+			ddl = out.ddl
+			deferred = live[i+1:]
+			break
+		}
+	}
+
+	cmd, err := wr.endEffects(sess, seqBefore)
+	sess = nil
+	if err != nil {
+		return fatal(err)
+	}
+	executedHash := wr.verifyBefore()
+	if err := c.Exec("ROLLBACK"); err != nil {
+		return fatal(err)
+	}
+	cmd.DDL = ddl
+	if len(cmd.Changeset) == 0 && len(cmd.DDL) == 0 && len(cmd.SeqChanges) == 0 {
+		// Nothing changed (reads, failures, no-op writes): nothing to replicate.
+		wr.answer(slots, wr.s.AppliedIndex(), nil)
+		return deferred
+	}
+	for _, sl := range slots {
+		if sl.executed && sl.j.req.RequestID != 0 {
+			cmd.Requests = append(cmd.Requests, requestRecord{
+				ClientID: sl.j.req.ClientID, RequestID: sl.j.req.RequestID, Result: encodeResult(nil, &sl.res)})
+		}
+	}
+	cmd.BaseIndex = base
+	carried := 0
+	for _, sl := range slots {
+		if sl.executed {
+			carried++
+		}
+	}
+	index, err := wr.propose(term, cmd, carried)
+	if err == nil {
+		wr.verifyAfter(executedHash, index)
+	}
+	wr.answer(slots, index, err)
+	return deferred
+}
+
+// verifyBefore (tests) hashes the executed state before the rollback.
+func (wr *writer) verifyBefore() string {
+	if !wr.s.verifyExec {
+		return ""
+	}
+	h, err := hashConn(wr.w.conn)
+	if err != nil {
+		wr.s.recordVerify(fmt.Sprintf("hash before rollback: %v", err))
+	}
+	return h
+}
+
+// verifyAfter (tests) checks that applying the entry reproduced the executed state.
+func (wr *writer) verifyAfter(executed string, index uint64) {
+	if !wr.s.verifyExec {
+		return
+	}
+	h, err := hashConn(wr.w.conn)
+	if err != nil {
+		wr.s.recordVerify(fmt.Sprintf("hash after apply: %v", err))
+	} else if h != executed {
+		wr.s.recordVerify(fmt.Sprintf("entry %d: applied content differs from executed content", index))
+	}
+}
+
+func (s *Store) recordVerify(msg string) {
+	s.verifyMu.Lock()
+	s.verifyErrs = append(s.verifyErrs, msg)
+	s.verifyMu.Unlock()
+}
+
+// beginEffects reads what the batch's entry is relative to and starts the session.
+func (wr *writer) beginEffects() (base uint64, seq map[string]int64, sess *sqlite.Session, err error) {
+	rows, err := wr.w.stmts.query(`SELECT idx FROM _tandem_applied WHERE id=1`)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if len(rows) > 0 {
+		v, _ := rows[0][0].(int64)
+		base = uint64(v)
+	}
+	if seq, err = readSeq(&wr.w.stmts); err != nil {
+		return 0, nil, nil, err
+	}
+	if sess, err = wr.w.conn.CreateSession(); err != nil {
+		return 0, nil, nil, err
+	}
+	return base, seq, sess, nil
+}
+
+// endEffects collects the changeset and the sqlite_sequence changes and closes the session.
+func (wr *writer) endEffects(sess *sqlite.Session, seqBefore map[string]int64) (*command, error) {
+	defer sess.Close()
+	seqAfter, err := readSeq(&wr.w.stmts)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := sess.Changeset()
+	if err != nil {
+		return nil, err
+	}
+	if cs, err = dropTables(cs, isSequenceTable); err != nil {
+		return nil, err
+	}
+	return &command{DB: wr.db.name, Changeset: cs, SeqChanges: seqDiff(seqBefore, seqAfter)}, nil
+}
+
+// propose replicates cmd and waits until this node has applied it.
+// requests is how many client requests the entry carries (for the batch-size counters).
+func (wr *writer) propose(term uint64, cmd *command, requests int) (uint64, error) {
+	s := wr.s
+	cmd.Node = s.opts.NodeID
+	cmd.ExecTerm = term
+	cmd.Seq = s.propSeq.Add(1)
+	cmd.LeaderTime = s.leaderTime()
+	k := proposalKey{term, cmd.Seq}
+	ch, err := s.register(k)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(wr.db.ctx, s.opts.ProposalTimeout)
+	defer cancel()
+	if err := s.opts.Proposer.Propose(ctx, encodeCommand(nil, cmd)); err != nil {
+		s.unregister(k)
+		return 0, fmt.Errorf("%w: propose: %w", ErrOutcomeUnknown, err)
+	}
+	s.statEntries.Add(1)
+	s.statRequests.Add(uint64(requests))
+	select {
+	case o := <-ch:
+		return o.index, o.err
+	case <-ctx.Done():
+		s.unregister(k)
+		select {
+		case o := <-ch: // applied (or failed) just now
+			return o.index, o.err
+		default:
+		}
+		return 0, fmt.Errorf("%w: waiting for apply: %w", ErrOutcomeUnknown, ctx.Err())
+	}
+}
+
+// answer replies to every executed slot (and its duplicates) of a batch.
+func (wr *writer) answer(slots []slot, index uint64, err error) {
+	for i := range slots {
+		sl := &slots[i]
+		src := sl
+		if sl.dupOf >= 0 {
+			src = &slots[sl.dupOf]
+		}
+		if err != nil {
+			sl.j.finish(Result{}, err)
+			continue
+		}
+		res := src.res
+		res.Index = index
+		sl.j.finish(res, nil)
+	}
+}
+
+// lookupRequest returns the recorded outcome of a request, if the database remembers it.
+func lookupRequest(c *stmtCache, k reqKey) (Result, bool, error) {
+	rows, err := c.query(`SELECT idx, result FROM _tandem_requests WHERE client_id=? AND request_id=?`,
+		int64(k.client), int64(k.req))
+	if err != nil || len(rows) == 0 {
+		return Result{}, false, err
+	}
+	idx, _ := rows[0][0].(int64)
+	blob, _ := rows[0][1].([]byte)
+	res, err := decodeResult(blob)
+	if err != nil {
+		return Result{}, false, fmt.Errorf("store: request record (%d, %d): %w", k.client, k.req, err)
+	}
+	res.Index = uint64(idx)
+	return res, true, nil
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs Tandem's default test suite. CGO_ENABLED=0 everywhere: the binary is pure Go.
+# The race detector needs cgo, so the race run enables it for the concurrent packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CGO_ENABLED=0
+
+echo "== unit and in-process cluster tests (race detector)"
+CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./internal/... ./server/... ./client/... ./driver/... ./wire/...
+
+echo "== embedding API and multi-process tests (real binary)"
+go test -count=1 -timeout 20m . ./cmd/... ./e2e/...

@@ -1,0 +1,227 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/tandemdb/tandem/internal/sqlite"
+	"github.com/tandemdb/tandem/internal/store"
+	"github.com/tandemdb/tandem/wire"
+)
+
+// cursor is an open query whose remaining rows are sent page by page on request.
+type cursor struct {
+	mu       sync.Mutex // one page at a time
+	rows     *store.Rows
+	buf      []sqlite.Value
+	pageRows int
+}
+
+func (c *cursor) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rows != nil {
+		_ = c.rows.Close()
+		c.rows = nil
+	}
+}
+
+// page reads up to maxRows rows or about maxBytes of values.
+func (c *cursor) page(maxRows, maxBytes int) (rows [][]wire.Value, done bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rows == nil {
+		return nil, true, nil
+	}
+	size := 0
+	for len(rows) < maxRows && size < maxBytes {
+		ok, err := c.rows.Next(c.buf)
+		if err != nil {
+			return nil, false, err
+		}
+		if !ok {
+			_ = c.rows.Close()
+			c.rows = nil
+			return rows, true, nil
+		}
+		row := make([]wire.Value, len(c.buf))
+		for i, v := range c.buf {
+			row[i] = v
+			size += valueSize(v)
+		}
+		rows = append(rows, row)
+	}
+	return rows, false, nil
+}
+
+func valueSize(v sqlite.Value) int {
+	switch x := v.(type) {
+	case string:
+		return len(x) + 8
+	case []byte:
+		return len(x) + 8
+	}
+	return 8
+}
+
+// query serves a read at the consistency the client asked for.
+func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
+	db, sql, werr := ss.resolve(m.DB, m.SQL, m.StmtID)
+	if werr != nil {
+		return werr
+	}
+	args, err := toArgs(m.Args)
+	if err != nil {
+		return errorMsg(err)
+	}
+	ctx, cancel := withTimeoutMillis(ctx, m.TimeoutMillis)
+	defer cancel()
+	if m.TxID != 0 {
+		// Inside an interactive transaction the read sees the transaction's own writes, so
+		// it runs on the writer that the transaction owns; the rows come in one page.
+		t, werr := ss.tx(m.TxID)
+		if werr != nil {
+			return werr
+		}
+		t.mu.Lock()
+		res, err := t.tx.Exec(ctx, sql, args)
+		t.mu.Unlock()
+		if err != nil {
+			return errorMsg(err)
+		}
+		if res.Err != nil {
+			return errorMsg(res.Err)
+		}
+		return &wire.RowsPage{Columns: res.Columns, DeclTypes: res.DeclTypes, Rows: toWireRows(res.Rows), Done: true}
+	}
+	st := ss.srv.cfg.Store
+	if err := st.Diverged(); err != nil {
+		return errorMsg(err)
+	}
+	switch m.Consistency {
+	case wire.Linearizable:
+		idx, err := ss.srv.cfg.Consensus.ReadIndex(ctx)
+		if err != nil {
+			return errorMsg(err)
+		}
+		if err := st.WaitApplied(ctx, idx); err != nil {
+			return errorMsg(err)
+		}
+	case wire.LeaderLocal:
+		if _, err := ss.srv.cfg.Consensus.LeaderReady(ctx); err != nil {
+			return errorMsg(err)
+		}
+	case wire.Stale:
+	default:
+		return &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("unknown consistency %d", m.Consistency)}
+	}
+	if m.MinIndex != 0 {
+		if err := st.WaitApplied(ctx, m.MinIndex); err != nil {
+			return errorMsg(err)
+		}
+	}
+	rows, err := st.Query(ctx, db, sql, args)
+	if isReadOnlyErr(err) {
+		return ss.writeQuery(ctx, db, sql, args, m)
+	}
+	if err != nil {
+		return errorMsg(err)
+	}
+	pageRows := int(m.PageSize)
+	if pageRows <= 0 {
+		pageRows = ss.srv.cfg.PageRows
+	}
+	c := &cursor{rows: rows, buf: make([]sqlite.Value, len(rows.Columns)), pageRows: pageRows}
+	data, done, err := c.page(pageRows, ss.srv.cfg.PageBytes)
+	if err != nil {
+		c.close()
+		if isReadOnlyErr(err) {
+			return ss.writeQuery(ctx, db, sql, args, m)
+		}
+		return errorMsg(err)
+	}
+	page := &wire.RowsPage{Columns: rows.Columns, DeclTypes: rows.DeclTypes, Rows: data, Done: done}
+	if done {
+		return page
+	}
+	id := ss.srv.nextID.Add(1)
+	ss.mu.Lock()
+	if len(ss.cursors) >= ss.srv.cfg.MaxCursors || ss.ctx.Err() != nil {
+		ss.mu.Unlock()
+		c.close()
+		return &wire.Error{Code: wire.CodeTryAgain, Message: fmt.Sprintf("too many open cursors on this connection (limit %d): read or close the others first", ss.srv.cfg.MaxCursors)}
+	}
+	ss.cursors[id] = c
+	ss.mu.Unlock()
+	page.Cursor = id
+	return page
+}
+
+func (ss *session) next(id uint64) wire.Message {
+	ss.mu.Lock()
+	c, ok := ss.cursors[id]
+	ss.mu.Unlock()
+	if !ok {
+		return &wire.Error{Code: wire.CodeNoSuchCursor, Message: fmt.Sprintf("cursor %d", id)}
+	}
+	data, done, err := c.page(c.pageRows, ss.srv.cfg.PageBytes)
+	if err != nil || done {
+		ss.mu.Lock()
+		delete(ss.cursors, id)
+		ss.mu.Unlock()
+		c.close()
+	}
+	if err != nil {
+		return errorMsg(err)
+	}
+	return &wire.RowsPage{Cursor: id, Rows: data, Done: done}
+}
+
+func (ss *session) closeCursor(id uint64) wire.Message {
+	ss.mu.Lock()
+	c, ok := ss.cursors[id]
+	delete(ss.cursors, id)
+	ss.mu.Unlock()
+	if !ok {
+		return &wire.Error{Code: wire.CodeNoSuchCursor, Message: fmt.Sprintf("cursor %d", id)}
+	}
+	c.close()
+	return &wire.OK{}
+}
+
+func toWireRows(rows [][]sqlite.Value) [][]wire.Value {
+	out := make([][]wire.Value, len(rows))
+	for i, r := range rows {
+		out[i] = make([]wire.Value, len(r))
+		copy(out[i], r)
+	}
+	return out
+}
+
+// sqliteReadOnly is SQLITE_READONLY: a statement that writes reached a read-only connection.
+const sqliteReadOnly = 8
+
+func isReadOnlyErr(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code == sqliteReadOnly
+}
+
+// writeQuery runs a query that turned out to write (INSERT ... RETURNING sent as a query)
+// through the writer, like Exec, and answers with its rows in one page. Only the leader
+// writes: on a follower the client is redirected.
+func (ss *session) writeQuery(ctx context.Context, db, sql string, args []sqlite.Value, m *wire.Query) wire.Message {
+	req := store.Request{ClientID: ss.clientID, SQL: sql, Args: args}
+	if dl, ok := ctx.Deadline(); ok {
+		req.Deadline = dl
+	}
+	res, err := ss.srv.cfg.Store.Exec(ctx, db, req)
+	if err != nil {
+		return errorMsg(err)
+	}
+	if res.Err != nil {
+		return errorMsg(res.Err)
+	}
+	return &wire.RowsPage{Columns: res.Columns, DeclTypes: res.DeclTypes, Rows: toWireRows(res.Rows), Done: true}
+}
