@@ -114,7 +114,7 @@ func New(dir string, opts ...Option) (*Node, error) {
 	transport := consensus.NewTCPTransport(consensus.TCPConfig{Addr: addr, Logger: n.log, Dialer: n.dialer()})
 	n.raft, err = consensus.Start(consensus.Config{
 		ID: id, Addr: addr, Dir: raftDir, Bootstrap: fresh && len(cfg.cluster) == 0,
-		StateMachine: stateMachine{n.st}, Transport: transport,
+		StateMachine: n.st, Transport: transport,
 		TickInterval: cfg.tick, SnapshotEvery: cfg.snapshotEvery, Logger: n.log,
 	})
 	if err != nil {
@@ -393,22 +393,6 @@ func (p *lazyProposer) LeaderReady(ctx context.Context) (uint64, error) {
 	}
 	return n.LeaderReady(ctx)
 }
-
-// stateMachine adapts the store to the consensus package's entry type.
-type stateMachine struct{ st *store.Store }
-
-func (s stateMachine) Apply(ents []consensus.Entry) error {
-	out := make([]store.Entry, len(ents))
-	for i, e := range ents {
-		out[i] = store.Entry{Index: e.Index, Term: e.Term, Data: e.Data}
-	}
-	return s.st.Apply(out)
-}
-func (s stateMachine) SaveSnapshot(dir string) error { return s.st.SaveSnapshot(dir) }
-func (s stateMachine) RestoreSnapshot(dir string, index uint64) error {
-	return s.st.RestoreSnapshot(dir, index)
-}
-func (s stateMachine) AppliedIndex() uint64 { return s.st.AppliedIndex() }
 
 // nodeID returns the configured ID, or the one stored in dir, or a new random one (stored).
 func nodeID(dir string, want uint64) (uint64, error) {

@@ -84,7 +84,11 @@ type lockedBuffer struct {
 	b  *bytes.Buffer
 }
 
-func (l lockedBuffer) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
 
 // startCluster starts node 1 (bootstrap) and joins the others to it, then waits for n voters.
 func startCluster(t *testing.T, n int, extra ...string) *cluster {

@@ -122,7 +122,9 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 			return errorMsg(err)
 		}
 	}
-	rows, err := st.Query(ctx, db, sql, args)
+	// The cursor may outlive this request (the client fetches later pages with Next), so the
+	// query is bound to the connection's lifetime, not to the request's context.
+	rows, err := st.Query(ss.ctx, db, sql, args)
 	if isReadOnlyErr(err) {
 		return ss.writeQuery(ctx, db, sql, args, m)
 	}
@@ -205,7 +207,7 @@ const sqliteReadOnly = 8
 
 func isReadOnlyErr(err error) bool {
 	var se *sqlite.Error
-	return errors.As(err, &se) && se.Code == sqliteReadOnly
+	return errors.Is(err, store.ErrNotReadOnly) || errors.As(err, &se) && se.Code == sqliteReadOnly
 }
 
 // writeQuery runs a query that turned out to write (INSERT ... RETURNING sent as a query)

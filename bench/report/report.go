@@ -271,6 +271,12 @@ func WriteMarkdown(w io.Writer, s Summary, plots []string) error {
 			f3(r.P999Ms), f3(r.MaxMs), r.Ops, ErrorsText(r), ent, rpe)
 	}
 
+	for _, r := range s.Runs {
+		if r.StatusError != "" {
+			fmt.Fprintf(&b, "\n%s, %d workers: group-commit counters incomplete (n/a or *): %s\n", r.Workload, r.Workers, r.StatusError)
+		}
+	}
+
 	var errRuns []Run
 	for _, r := range s.Runs {
 		if r.Errors > 0 {
@@ -329,14 +335,18 @@ func WriteMarkdown(w io.Writer, s Summary, plots []string) error {
 
 // groupCommitText renders entries/s and requests per entry ("n/a" without counters, "-"
 // per entry when no entry was proposed, as in a read-only run).
+// A "*" marks counters missing some node (see Run.StatusError).
 func groupCommitText(r Run) (string, string) {
+	mark := ""
 	switch {
-	case r.StatusError != "":
+	case r.StatusError != "" && r.RaftEntries == 0:
 		return "n/a", "n/a"
+	case r.StatusError != "":
+		mark = "*"
 	case r.RaftEntries == 0:
 		return f1(r.EntriesPerSec), "-"
 	}
-	return f1(r.EntriesPerSec), f2(r.RequestsPerEntry)
+	return f1(r.EntriesPerSec) + mark, f2(r.RequestsPerEntry) + mark
 }
 
 func sumKind(runs []Run, kind string) int64 {

@@ -93,7 +93,8 @@ func TestWriteAll(t *testing.T) {
 		"| kvwrite | 2 | 200.0 |",
 		"| kvread | 4 | 400.0 |",
 		"busy=1 not_leader=1",
-		"| n/a | n/a |",
+		"| 133.3* | 2.50* |",
+		"group-commit counters incomplete (n/a or *): unreachable",
 		"| kvwrite | 2 | busy | 1 | database is locked \\| weird |",
 		"must never happen",
 		"| kvread | 4 | n1 | 42 | 55.5 | 64.0 |",
@@ -144,6 +145,12 @@ func TestEmptyAndErrorsText(t *testing.T) {
 	r := Run{Errors: 3, ErrorsByKind: map[string]int64{"zzz": 1, "deadline": 2}}
 	if got := ErrorsText(r); got != "deadline=2 zzz=1" {
 		t.Fatalf("got %q", got)
+	}
+	if e, p := groupCommitText(Run{StatusError: "x"}); e != "n/a" || p != "n/a" {
+		t.Fatalf("%q %q", e, p)
+	}
+	if _, p := groupCommitText(Run{}); p != "-" {
+		t.Fatalf("read-only run: %q", p)
 	}
 	if got := CommandLine([]string{"a", "b c", ""}); got != "a 'b c' ''" {
 		t.Fatalf("got %q", got)

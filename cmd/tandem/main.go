@@ -27,6 +27,7 @@ func commands() []command {
 		{"cluster", "list the members, remove a node, transfer leadership", runCluster},
 		{"demo", "start a 3-node cluster on loopback and run a short workload", runDemo},
 		{"cert", "make a CA and node certificates for mutual TLS", runCert},
+		{"bench", "benchmarks: SQL workloads with plotted reports", runBench},
 	}
 }
 

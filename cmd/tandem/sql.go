@@ -151,9 +151,7 @@ func (sh *shell) run(ctx context.Context, stmt string) error {
 
 func fromResult(r client.Result) resultSet {
 	rs := resultSet{Columns: r.Columns, RowsAffected: r.RowsAffected, LastInsertID: r.LastInsertID, isQuery: len(r.Columns) > 0}
-	for _, row := range r.Rows {
-		rs.Rows = append(rs.Rows, row)
-	}
+	rs.Rows = append(rs.Rows, r.Rows...)
 	return rs
 }
 
