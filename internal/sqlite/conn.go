@@ -34,6 +34,8 @@ type Conn struct {
 	schemaVer     *Stmt
 	shapes        map[string]*tableShape
 	shapesVersion int64
+	// foreignKeys: opened with ForeignKeys; ApplyChangeset then needs FKNOACTION.
+	foreignKeys bool
 
 	imu  sync.Mutex // guards idb and itls against Close
 	idb  uintptr    // db while open, 0 after Close
@@ -116,6 +118,7 @@ func (c *Conn) setup(path string, opts OpenOptions) error {
 	if opts.ForeignKeys {
 		fk = "PRAGMA foreign_keys=ON"
 	}
+	c.foreignKeys = opts.ForeignKeys
 	return c.Exec("PRAGMA synchronous=NORMAL; " + fk)
 }
 

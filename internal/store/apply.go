@@ -7,15 +7,22 @@ import (
 	"github.com/tandemdb/tandem/internal/sqlite"
 )
 
-// keepRequests is how many request records the state machine keeps per client and database.
-const keepRequests = 1000
+// keepRequests is the window of request ids the state machine remembers per client and
+// database: a client numbers its requests with a counter, so a record whose id is more than
+// keepRequests below the client's newest is older than any retry can be. Records are trimmed
+// when a request id is a multiple of trimStride, by a range delete on the primary key, so
+// the cost is one cheap statement per trimStride requests and the result depends only on the
+// entry being applied (identical on every node).
+const (
+	keepRequests = 1000
+	trimStride   = 16
+)
 
 // applyTx is the open transaction of one database during one Apply call.
 type applyTx struct {
-	db      *database
-	idx     uint64 // the database's own applied index inside the transaction
-	began   bool
-	clients map[uint64]bool // clients whose request records grew
+	db    *database
+	idx   uint64 // the database's own applied index inside the transaction
+	began bool
 }
 
 type pendingOutcome struct {
@@ -180,26 +187,20 @@ func (s *Store) applyCommand(t *applyTx, index uint64, cmd *command) error {
 		if err != nil {
 			return fmt.Errorf("request record: %w", err)
 		}
-		if t.clients == nil {
-			t.clients = map[uint64]bool{}
+		if r.RequestID%trimStride == 0 && r.RequestID > keepRequests {
+			err := st.exec(`DELETE FROM _tandem_requests WHERE client_id=? AND request_id<=?`,
+				int64(r.ClientID), int64(r.RequestID-keepRequests))
+			if err != nil {
+				return fmt.Errorf("trim request records: %w", err)
+			}
 		}
-		t.clients[r.ClientID] = true
 	}
 	return nil
 }
 
-// finishApply records the applied index, trims request records and commits.
+// finishApply records the applied index and commits.
 func (s *Store) finishApply(t *applyTx) error {
 	st := &t.db.applyStmt
-	for client := range t.clients {
-		err := st.exec(`DELETE FROM _tandem_requests WHERE client_id=? AND request_id <=
-			(SELECT request_id FROM _tandem_requests WHERE client_id=? ORDER BY request_id DESC LIMIT 1 OFFSET ?)`,
-			int64(client), int64(client), int64(keepRequests))
-		if err != nil {
-			return fmt.Errorf("trim request records: %w", err)
-		}
-	}
-	t.clients = nil
 	if err := st.exec(`INSERT OR REPLACE INTO _tandem_applied(id, idx) VALUES(1, ?)`, int64(t.idx)); err != nil {
 		return fmt.Errorf("applied index: %w", err)
 	}

@@ -35,11 +35,13 @@ func TestApplyKeepsLastRequestsPerClient(t *testing.T) {
 	if err := s.Apply(ents[4:]); err != nil {
 		t.Fatal(err)
 	}
-	if n := queryInt(t, s, "SELECT count(*) FROM _tandem_requests WHERE client_id = 5"); n != keepRequests {
-		t.Fatalf("client 5 keeps %d records", n)
+	// Ids 1..1100; the last trim was at id 1088 (a multiple of trimStride), which dropped
+	// ids up to 1088-keepRequests = 88.
+	if n := queryInt(t, s, "SELECT count(*) FROM _tandem_requests WHERE client_id = 5"); n != 1100-88 {
+		t.Fatalf("client 5 keeps %d records, want %d", n, 1100-88)
 	}
-	if n := queryInt(t, s, "SELECT min(request_id) FROM _tandem_requests WHERE client_id = 5"); n != 101 {
-		t.Fatalf("oldest kept request %d, want 101", n)
+	if n := queryInt(t, s, "SELECT min(request_id) FROM _tandem_requests WHERE client_id = 5"); n != 89 {
+		t.Fatalf("oldest kept request %d, want 89", n)
 	}
 	if n := queryInt(t, s, "SELECT count(*) FROM _tandem_requests WHERE client_id = 6"); n != 11 {
 		t.Fatalf("client 6 keeps %d records", n)

@@ -159,6 +159,13 @@ func encodeResult(dst []byte, r *Result) []byte {
 	for _, c := range r.Columns {
 		dst = appendString(dst, c)
 	}
+	for i := range r.Columns { // declared types, one per column ("" when unknown)
+		var t string
+		if i < len(r.DeclTypes) {
+			t = r.DeclTypes[i]
+		}
+		dst = appendString(dst, t)
+	}
 	dst = binary.AppendUvarint(dst, uint64(len(r.Rows)))
 	for _, row := range r.Rows {
 		dst = binary.AppendUvarint(dst, uint64(len(row)))
@@ -187,6 +194,10 @@ func decodeResult(b []byte) (Result, error) {
 		r.Columns = make([]string, n)
 		for i := range r.Columns {
 			r.Columns[i] = d.string()
+		}
+		r.DeclTypes = make([]string, n)
+		for i := range r.DeclTypes {
+			r.DeclTypes[i] = d.string()
 		}
 	}
 	if n := d.count(1); n > 0 {

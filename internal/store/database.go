@@ -67,7 +67,10 @@ func openDatabase(s *Store, name string) (*database, error) {
 		poolFree:   make(chan struct{}, 1),
 	}
 	db.ctx, db.cancel = context.WithCancel(s.ctx)
-	c, err := sqlite.Open(db.path, sqlite.OpenOptions{DisableTriggers: true, ForeignKeys: true, BusyTimeout: 50 * time.Millisecond})
+	// The apply connection: no triggers and no foreign-key actions (their effects travel in
+	// the changeset), and foreign keys off rather than FKNOACTION, which would re-prepare
+	// every statement on each apply (see sqlite.Conn.ApplyChangeset).
+	c, err := sqlite.Open(db.path, sqlite.OpenOptions{DisableTriggers: true, BusyTimeout: 50 * time.Millisecond})
 	if err != nil {
 		db.cancel()
 		return nil, fmt.Errorf("store: open %s: %w", name, err)

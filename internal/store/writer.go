@@ -21,7 +21,7 @@ type Request struct {
 // Result is the outcome of one request.
 type Result struct {
 	Columns      []string
-	DeclTypes    []string // declared types of the columns ("" for expressions); not kept for de-duplicated replies
+	DeclTypes    []string // declared types of the columns ("" for expressions)
 	Rows         [][]sqlite.Value
 	LastInsertID int64
 	RowsAffected int64
@@ -114,6 +114,41 @@ type writer struct {
 	db      *database
 	w       *wconn
 	pending []*job
+
+	lastBatch int           // requests in the previous batch
+	lastRound time.Duration // how long the previous batch took, execution to apply
+}
+
+// Coalescing bounds: see writer.coalesce.
+const (
+	coalesceGap = 100 * time.Microsecond // stop when no request arrives for this long
+	coalesceMax = time.Millisecond       // never wait longer than this in all
+)
+
+// coalesce waits briefly for more requests before a batch when the previous batch carried
+// several. Under a concurrent load the clients whose requests were just answered send their
+// next ones within a few tens of microseconds; catching them in this batch instead of the
+// next halves the Raft rounds per request (the same idea as PostgreSQL's commit_delay). It
+// stops at the first gap of coalesceGap without a new request, after a quarter of the
+// previous round, or at coalesceMax; a lone writer (previous batch of one) never waits.
+func (wr *writer) coalesce() {
+	if wr.lastBatch < 2 || len(wr.pending) >= maxBatch {
+		return
+	}
+	deadline := time.Now().Add(min(wr.lastRound/4, coalesceMax))
+	gap := time.NewTimer(coalesceGap)
+	defer gap.Stop()
+	for len(wr.pending) < maxBatch && time.Now().Before(deadline) {
+		select {
+		case j := <-wr.db.queue:
+			wr.pending = append(wr.pending, j)
+			gap.Reset(coalesceGap)
+		case <-gap.C:
+			return
+		case <-wr.db.ctx.Done():
+			return
+		}
+	}
 }
 
 func (db *database) writerLoop() {
@@ -152,13 +187,16 @@ func (db *database) writerLoop() {
 			wr.runTx(j)
 			continue
 		}
+		wr.coalesce()
 		n := 0
 		for n < len(wr.pending) && n < maxBatch && wr.pending[n].tx == nil {
 			n++
 		}
 		batch := append([]*job(nil), wr.pending[:n]...)
 		rest := wr.pending[n:]
+		started := time.Now()
 		deferred := wr.runBatch(batch)
+		wr.lastBatch, wr.lastRound = n-len(deferred), time.Since(started)
 		wr.pending = append(append([]*job(nil), deferred...), rest...)
 	}
 }
