@@ -10,3 +10,8 @@ CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./internal/... ./server/... ./
 
 echo "== embedding API and multi-process tests (real binary)"
 go test -count=1 -timeout 20m . ./cmd/... ./e2e/...
+
+echo "== short fuzz runs of the frame decoder and the server's frame handling"
+go test -run '^$' -fuzz '^FuzzReadFrame$' -fuzztime 10s ./wire/
+go test -run '^$' -fuzz '^FuzzUnmarshal$' -fuzztime 10s ./wire/
+go test -run '^$' -fuzz '^FuzzServerFrames$' -fuzztime 15s ./server/

@@ -29,10 +29,14 @@ type session struct {
 	sem    chan struct{} // bounds requests in flight
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex // guards the three maps; never held across I/O or store calls
+	mu      sync.Mutex // guards the maps; never held across I/O or store calls
 	txs     map[uint64]*txState
 	cursors map[uint64]*cursor
 	stmts   map[uint64]stmtInfo
+	// txTail holds, per transaction id, a channel closed when the last request received
+	// for that transaction has been answered: the next one waits for it, so that requests
+	// touching one transaction run in the order received (protocol §7).
+	txTail map[uint64]chan struct{}
 }
 
 type outFrame struct {
@@ -57,6 +61,7 @@ func newSession(s *Server, c net.Conn) *session {
 		txs:     map[uint64]*txState{},
 		cursors: map[uint64]*cursor{},
 		stmts:   map[uint64]stmtInfo{},
+		txTail:  map[uint64]chan struct{}{},
 	}
 }
 
@@ -102,12 +107,55 @@ func (ss *session) run() {
 		case <-ss.ctx.Done():
 			return
 		}
+		txID, prev, done := ss.order(msg)
 		ss.wg.Add(1)
 		go func() {
 			defer func() { <-ss.sem; ss.wg.Done() }()
+			if done != nil {
+				<-prev // the previous request of the same transaction has been answered
+				defer ss.ordered(txID, done)
+			}
 			ss.reply(f.ID, ss.handle(msg))
 		}()
 	}
+}
+
+// order queues a request that touches an interactive transaction behind the previous one
+// received for the same transaction. It returns a nil done for other requests.
+func (ss *session) order(m wire.Message) (txID uint64, prev <-chan struct{}, done chan struct{}) {
+	switch m := m.(type) {
+	case *wire.Exec:
+		txID = m.TxID
+	case *wire.Query:
+		txID = m.TxID
+	case *wire.Commit:
+		txID = m.TxID
+	case *wire.Rollback:
+		txID = m.TxID
+	}
+	if txID == 0 {
+		return 0, nil, nil
+	}
+	done = make(chan struct{})
+	ss.mu.Lock()
+	p, ok := ss.txTail[txID]
+	ss.txTail[txID] = done
+	ss.mu.Unlock()
+	if !ok {
+		p = make(chan struct{})
+		close(p)
+	}
+	return txID, p, done
+}
+
+// ordered lets the next request of the transaction start.
+func (ss *session) ordered(txID uint64, done chan struct{}) {
+	ss.mu.Lock()
+	if ss.txTail[txID] == done {
+		delete(ss.txTail, txID)
+	}
+	ss.mu.Unlock()
+	close(done)
 }
 
 // hello performs the version handshake.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"unicode/utf8"
@@ -225,7 +226,7 @@ func (sh *shell) print(rs resultSet) error {
 }
 
 // textValue renders a value for table and CSV output; blobs that are not UTF-8 text show as
-// X'hex' literals.
+// X'hex' literals and REALs always show a decimal point or an exponent.
 func textValue(v any, null string) string {
 	switch x := v.(type) {
 	case nil:
@@ -235,6 +236,14 @@ func textValue(v any, null string) string {
 			return string(x)
 		}
 		return "X'" + strings.ToUpper(hex.EncodeToString(x)) + "'"
+	case float64:
+		// A REAL keeps a decimal point, as in SQLite's shell, so 2.0 does not read as the
+		// INTEGER 2.
+		s := strconv.FormatFloat(x, 'g', -1, 64)
+		if !strings.ContainsAny(s, ".eIN") {
+			s += ".0"
+		}
+		return s
 	default:
 		return fmt.Sprint(x)
 	}

@@ -60,7 +60,7 @@ type Config struct {
 	// CompactKeep is how many entries before a snapshot stay in the in-memory log for slow
 	// followers (addition). Default min(SnapshotEvery/2, 5000).
 	CompactKeep uint64
-	Logger      *slog.Logger
+	Logger      *slog.Logger // should carry the node's identity (e.g. With("node", id)); nil discards
 }
 
 func (c *Config) setDefaults() error {

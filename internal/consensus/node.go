@@ -85,7 +85,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg:     cfg,
-		log:     cfg.Logger.With("node", cfg.ID),
+		log:     cfg.Logger,
 		snapDir: filepath.Join(cfg.Dir, "snap"),
 		applyc:  make(chan applyJob, 64),
 		stopc:   make(chan struct{}),

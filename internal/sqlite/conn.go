@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"time"
@@ -393,6 +394,24 @@ func (c *Conn) Interrupt() {
 	defer c.imu.Unlock()
 	if c.idb != 0 {
 		lib.Xsqlite3_interrupt(c.itls, c.idb)
+	}
+}
+
+// InterruptOn interrupts c when ctx ends, until the returned stop is called. Stop returns
+// only once an interrupt that already started has landed, so that it cannot hit a statement
+// run after stop (a plain context.AfterFunc may still be about to call Interrupt when its
+// stop returns false). An interrupt that lands between statements is cleared by the next
+// statement to start, provided every statement on c has been reset or closed by then.
+func (c *Conn) InterruptOn(ctx context.Context) (stop func()) {
+	landed := make(chan struct{})
+	stopAfter := context.AfterFunc(ctx, func() {
+		c.Interrupt()
+		close(landed)
+	})
+	return func() {
+		if !stopAfter() {
+			<-landed
+		}
 	}
 }
 

@@ -28,7 +28,7 @@ func (s *Store) ContentHash(ctx context.Context, dbName string) (string, error) 
 		return "", err
 	}
 	defer db.releaseRead(c)
-	stop := context.AfterFunc(ctx, c.Interrupt)
+	stop := c.InterruptOn(ctx)
 	defer stop()
 	if err := c.Exec("BEGIN"); err != nil {
 		return "", err

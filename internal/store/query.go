@@ -16,7 +16,7 @@ type Rows struct {
 	db   *database
 	conn *sqlite.Conn
 	st   *sqlite.Stmt
-	stop func() bool // stops interrupting on the query's context
+	stop func() // stops interrupting on the query's context
 	done bool
 }
 
@@ -60,7 +60,7 @@ func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sql
 		db.releaseRead(c)
 		return nil, err
 	}
-	r := &Rows{db: db, conn: c, st: st, stop: context.AfterFunc(ctx, c.Interrupt)}
+	r := &Rows{db: db, conn: c, st: st, stop: c.InterruptOn(ctx)}
 	r.Columns = make([]string, st.ColumnCount())
 	r.DeclTypes = make([]string, len(r.Columns))
 	for i := range r.Columns {

@@ -192,7 +192,7 @@ func (wr *writer) runTx(j *job) {
 				end(err)
 				return
 			}
-			stop := context.AfterFunc(op.ctx, c.Interrupt)
+			stop := c.InterruptOn(op.ctx)
 			out := w.run(op.sql, op.args, sess.IsEmpty, true)
 			stop()
 			undo := "RELEASE tandem_stmt"

@@ -385,7 +385,7 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 		if err := c.Exec("SAVEPOINT tandem_req"); err != nil {
 			return fatal(err)
 		}
-		stop := context.AfterFunc(j.ctx, c.Interrupt)
+		stop := c.InterruptOn(j.ctx)
 		out := w.run(j.req.SQL, j.req.Args, sess.IsEmpty, executed == 0)
 		stop()
 		if out.res.Err != nil || out.again {
