@@ -417,20 +417,26 @@ func (c *Conn) InterruptOn(ctx context.Context) (stop func()) {
 
 // SchemaVersion returns PRAGMA schema_version.
 func (c *Conn) SchemaVersion() (int64, error) {
-	st, _, err := c.Prepare("PRAGMA schema_version")
-	if err != nil {
-		return 0, err
+	// Cached: the writer reads it around every request, and preparing it cost more than
+	// running it.
+	if c.schemaVer == nil || c.schemaVer.p == 0 {
+		st, _, err := c.Prepare("PRAGMA main.schema_version")
+		if err != nil {
+			return 0, err
+		}
+		c.schemaVer = st
 	}
-	defer st.Close()
+	st := c.schemaVer
 	row, err := st.Step()
-	if err != nil {
-		return 0, err
+	if err == nil && !row {
+		err = misuse("PRAGMA schema_version returned no row")
 	}
-	if !row {
-		return 0, misuse("PRAGMA schema_version returned no row")
+	if err != nil {
+		st.Reset()
+		return 0, err
 	}
 	v, _ := st.Column(0).(int64)
-	return v, nil
+	return v, st.Reset()
 }
 
 func errTooManyArgs() *Error {

@@ -315,24 +315,11 @@ func (c *Conn) checkChangesetSchema(p uintptr, n int) error {
 // apply (-1 before it is read).
 func (c *Conn) cachedTableShape(name string, version *int64) (*tableShape, error) {
 	if *version < 0 {
-		if c.schemaVer == nil || c.schemaVer.p == 0 {
-			st, _, err := c.Prepare("PRAGMA main.schema_version")
-			if err != nil {
-				return nil, err
-			}
-			c.schemaVer = st
-		}
-		st := c.schemaVer
-		row, err := st.Step()
-		if err == nil && !row {
-			err = misuse("PRAGMA schema_version returned no row")
-		}
+		v, err := c.SchemaVersion()
 		if err != nil {
-			st.Reset()
 			return nil, err
 		}
-		*version, _ = st.Column(0).(int64)
-		st.Reset()
+		*version = v
 		if c.shapes == nil || c.shapesVersion != *version {
 			c.shapes = make(map[string]*tableShape)
 			c.shapesVersion = *version

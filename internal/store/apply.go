@@ -23,6 +23,7 @@ type applyTx struct {
 	db    *database
 	idx   uint64 // the database's own applied index inside the transaction
 	began bool
+	bytes int // changeset bytes applied in the transaction (for the checkpointer)
 }
 
 type pendingOutcome struct {
@@ -96,6 +97,7 @@ func (s *Store) Apply(ents []Entry) error {
 			return s.diverge(txs, cmd.DB, e.Index, err)
 		}
 		t.idx = e.Index
+		t.bytes += len(cmd.Changeset)
 		if mine {
 			outcomes = append(outcomes, pendingOutcome{proposalKey{cmd.ExecTerm, cmd.Seq}, applyOutcome{index: e.Index}})
 		}
@@ -109,6 +111,7 @@ func (s *Store) Apply(ents []Entry) error {
 		}
 		t.began = false
 		t.db.applied.Store(t.idx)
+		t.db.noteApplied(t.bytes)
 	}
 	s.mu.Lock()
 	for _, o := range outcomes {

@@ -48,6 +48,11 @@ type database struct {
 	writerConn atomic.Pointer[sqlite.Conn] // published so that apply can Interrupt it
 	preemptC   chan struct{}               // apply asks the writer to give up the write lock
 
+	// Background checkpoints (checkpoint.go).
+	ckptC     chan struct{} // wakes the checkpointer
+	ckptBytes atomic.Int64  // changeset bytes applied since the last checkpoint
+	ckptDone  chan struct{} // closed when the checkpointer exits
+
 	// Read pool.
 	poolMu     sync.Mutex
 	idle       []*sqlite.Conn
@@ -65,6 +70,8 @@ func openDatabase(s *Store, name string) (*database, error) {
 		writerDone: make(chan struct{}),
 		preemptC:   make(chan struct{}, 1),
 		poolFree:   make(chan struct{}, 1),
+		ckptC:      make(chan struct{}, 1),
+		ckptDone:   make(chan struct{}),
 	}
 	db.ctx, db.cancel = context.WithCancel(s.ctx)
 	// The apply connection: no triggers and no foreign-key actions (their effects travel in
@@ -72,6 +79,11 @@ func openDatabase(s *Store, name string) (*database, error) {
 	// every statement on each apply (see sqlite.Conn.ApplyChangeset).
 	c, err := sqlite.Open(db.path, sqlite.OpenOptions{DisableTriggers: true, BusyTimeout: 50 * time.Millisecond})
 	if err != nil {
+		db.cancel()
+		return nil, fmt.Errorf("store: open %s: %w", name, err)
+	}
+	if err := c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint=%d", applyAutoCheckpoint)); err != nil {
+		c.Close()
 		db.cancel()
 		return nil, fmt.Errorf("store: open %s: %w", name, err)
 	}
@@ -89,6 +101,7 @@ func openDatabase(s *Store, name string) (*database, error) {
 	db.applyConn = c
 	db.applyStmt = stmtCache{conn: c}
 	db.applied.Store(idx)
+	go db.checkpointLoop()
 	return db, nil
 }
 
@@ -111,6 +124,7 @@ func (db *database) close() error {
 	if started {
 		<-db.writerDone
 	}
+	<-db.ckptDone
 	db.failQueued(ErrClosed)
 	db.poolMu.Lock()
 	db.poolClosed = true

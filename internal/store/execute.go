@@ -19,6 +19,64 @@ type wconn struct {
 	// not the rowid and not NOT NULL), valid for schema version riskyVer.
 	risky    []riskyCol
 	riskyVer int64
+
+	// user caches the prepared statements of requests that are one DML or SELECT statement,
+	// by their text: parsing is the largest CPU cost of a small write. A statement in use is
+	// taken out of the map and put back by keep, so error paths simply close it. SQLite
+	// prepares a statement again by itself when the schema changed.
+	user map[string]*sqlite.Stmt
+}
+
+// userStmtCacheSize bounds wconn.user; when full it is emptied (clients that send many
+// distinct texts gain nothing from it anyway).
+const userStmtCacheSize = 256
+
+// prepare returns the next statement of rest and its tail. whole is true when rest is the
+// request's entire text; a statement served from or fit for the cache comes back with
+// reusable set, to be handed to keep after a successful run.
+func (w *wconn) prepare(rest string, whole bool) (st *sqlite.Stmt, tail string, reusable bool, err error) {
+	if whole {
+		if st := w.user[rest]; st != nil {
+			delete(w.user, rest)
+			if err := st.ClearBindings(); err != nil {
+				st.Close()
+				return nil, "", false, err
+			}
+			return st, "", true, nil
+		}
+	}
+	st, tail, err = w.conn.Prepare(rest)
+	if err != nil || st == nil {
+		return st, tail, false, err
+	}
+	switch firstKeyword(st.SQL()) {
+	case "INSERT", "REPLACE", "UPDATE", "DELETE", "SELECT", "WITH", "VALUES":
+		reusable = whole && isBlank(tail)
+	}
+	return st, tail, reusable, nil
+}
+
+// keep resets st and puts it in the cache under text.
+func (w *wconn) keep(text string, st *sqlite.Stmt) {
+	if err := st.Reset(); err != nil {
+		st.Close()
+		return
+	}
+	if len(w.user) >= userStmtCacheSize {
+		w.closeUser()
+	}
+	if w.user == nil {
+		w.user = make(map[string]*sqlite.Stmt)
+	}
+	w.user[text] = st
+}
+
+// closeUser closes the cached statements.
+func (w *wconn) closeUser() {
+	for _, st := range w.user {
+		st.Close()
+	}
+	clear(w.user)
 }
 
 type riskyCol struct{ table, col string }
@@ -66,7 +124,7 @@ func (w *wconn) run(text string, args []sqlite.Value, sessionEmpty func() bool, 
 				return fail(err)
 			}
 		}
-		st, tail, err := c.Prepare(rest)
+		st, tail, reusable, err := w.prepare(rest, firstStmt)
 		if err != nil {
 			return fail(err)
 		}
@@ -109,14 +167,17 @@ func (w *wconn) run(text string, args []sqlite.Value, sessionEmpty func() bool, 
 		}
 		firstStmt = false
 		tc0 := c.TotalChanges()
-		n := st.ColumnCount()
 		var rows [][]sqlite.Value
+		n := 0
 		for {
 			ok, err := st.Step()
 			if err != nil {
 				st.Close()
 				return fail(err)
 			}
+			// Read after Step: a cached statement that SQLite prepared again because the
+			// schema changed may have other columns now (SELECT * after ADD COLUMN).
+			n = st.ColumnCount()
 			if !ok {
 				break
 			}
@@ -135,7 +196,11 @@ func (w *wconn) run(text string, args []sqlite.Value, sessionEmpty func() bool, 
 			}
 			out.res.Rows = rows
 		}
-		st.Close()
+		if reusable {
+			w.keep(text, st)
+		} else {
+			st.Close()
+		}
 		if c.TotalChanges() != tc0 {
 			out.res.RowsAffected += c.Changes()
 		}

@@ -68,6 +68,8 @@ type Store struct {
 	// Entries proposed by this node and the requests they carried: their ratio is the
 	// average group-commit batch size.
 	statEntries, statRequests atomic.Uint64
+	statCheckpoints           atomic.Uint64 // background checkpoints that copied frames
+	statCheckpointFrames      atomic.Uint64 // WAL frames those copied
 
 	// verifyExec (tests): the writer compares the content it executed with the content
 	// applied for its entry and records mismatches in verifyErrs.
@@ -241,15 +243,18 @@ func (s *Store) closeDatabases() error {
 	return firstErr
 }
 
-// Stats are counters of the leader's write path on this node.
+// Stats are counters of the leader's write path and of the checkpoints on this node.
 type Stats struct {
-	Entries  uint64 // entries this node proposed
-	Requests uint64 // requests those entries carried
+	Entries          uint64 // entries this node proposed
+	Requests         uint64 // requests those entries carried
+	Checkpoints      uint64 // background WAL checkpoints that copied frames into a database
+	CheckpointFrames uint64 // WAL frames those checkpoints copied
 }
 
 // Stats returns the write-path counters.
 func (s *Store) Stats() Stats {
-	return Stats{Entries: s.statEntries.Load(), Requests: s.statRequests.Load()}
+	return Stats{Entries: s.statEntries.Load(), Requests: s.statRequests.Load(),
+		Checkpoints: s.statCheckpoints.Load(), CheckpointFrames: s.statCheckpointFrames.Load()}
 }
 
 // CheckName returns an error wrapping ErrBadName unless name is a valid database name.

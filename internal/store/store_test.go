@@ -492,3 +492,63 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatalf("stray database survived the restore: %v", err)
 	}
 }
+
+// TestBackgroundCheckpoint: once checkpointBytes of changesets were applied, a checkpoint runs
+// on the database's own goroutine (not in the apply's COMMIT) and copies the WAL's frames.
+func TestBackgroundCheckpoint(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)")
+	if got := s.Stats().Checkpoints; got != 0 {
+		t.Fatalf("%d checkpoints before any large write", got)
+	}
+	for range checkpointBytes/(512<<10) + 1 {
+		mustExec(t, s, "INSERT INTO big(b) VALUES(randomblob(512*1024))")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().Checkpoints == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no background checkpoint after %d bytes of changesets", checkpointBytes)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// 2 MiB of rows span more than 500 pages of 4 KiB.
+	if st := s.Stats(); st.CheckpointFrames < 500 {
+		t.Fatalf("checkpoint copied %d frames, want at least 500: %+v", st.CheckpointFrames, st)
+	}
+}
+
+// TestWriterStatementCache: requests reuse prepared statements by their text; a schema change
+// in between makes SQLite prepare them again, and a statement that failed is reusable.
+func TestWriterStatementCache(t *testing.T) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+	const sel = "SELECT * FROM t ORDER BY id"
+	const ins = "INSERT INTO t(id, v) VALUES(?, ?)"
+	mustExec(t, s, ins, int64(1), "a")
+	if res := mustExec(t, s, sel); len(res.Columns) != 2 || len(res.Rows) != 1 {
+		t.Fatalf("before ALTER: %+v", res)
+	}
+	// A failing run of the cached INSERT gives its own error and leaves the statement usable.
+	res, err := s.Exec(context.Background(), testDB, Request{SQL: ins, Args: []sqlite.Value{int64(1), "dup"}})
+	if err != nil || res.Err == nil || !strings.Contains(res.Err.Error(), "UNIQUE") {
+		t.Fatalf("duplicate id: res %+v err %v", res, err)
+	}
+	res, err = s.Exec(context.Background(), testDB, Request{SQL: ins, Args: []sqlite.Value{int64(2), nil}})
+	if err != nil || res.Err == nil || !strings.Contains(res.Err.Error(), "NOT NULL") {
+		t.Fatalf("NULL v (bindings must not leak from the previous run): res %+v err %v", res, err)
+	}
+	mustExec(t, s, ins, int64(2), "b")
+	mustExec(t, s, "ALTER TABLE t ADD COLUMN w INTEGER DEFAULT 7")
+	res = mustExec(t, s, sel)
+	if len(res.Columns) != 3 || res.Columns[2] != "w" || len(res.Rows) != 2 || res.Rows[1][2] != int64(7) {
+		t.Fatalf("after ALTER the cached SELECT still sees the old table: %+v", res)
+	}
+	mustExec(t, s, ins, int64(3), "c")
+	f.sync()
+	f.requireSameContent(testDB)
+	if n := queryInt(t, f.stores[2], "SELECT count(*) FROM t WHERE w = 7"); n != 3 {
+		t.Fatalf("follower: %d rows with w = 7, want 3", n)
+	}
+}

@@ -219,6 +219,7 @@ func (wr *writer) resetConn() {
 	}
 	wr.db.writerConn.Store(nil)
 	wr.w.stmts.close()
+	wr.w.closeUser()
 	if err := wr.w.conn.Close(); err != nil {
 		wr.s.log.Warn("store: closing writer connection", "db", wr.db.name, "err", err)
 	}
@@ -382,17 +383,21 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 				continue
 			}
 		}
-		if err := c.Exec("SAVEPOINT tandem_req"); err != nil {
+		// The savepoint statements are cached: preparing them was a tenth of a small write's cost.
+		if err := w.stmts.exec("SAVEPOINT tandem_req"); err != nil {
 			return fatal(err)
 		}
 		stop := c.InterruptOn(j.ctx)
 		out := w.run(j.req.SQL, j.req.Args, sess.IsEmpty, executed == 0)
 		stop()
 		if out.res.Err != nil || out.again {
-			if err := c.Exec("ROLLBACK TO tandem_req; RELEASE tandem_req"); err != nil {
+			if err := w.stmts.exec("ROLLBACK TO tandem_req"); err != nil {
 				return fatal(err)
 			}
-		} else if err := c.Exec("RELEASE tandem_req"); err != nil {
+			if err := w.stmts.exec("RELEASE tandem_req"); err != nil {
+				return fatal(err)
+			}
+		} else if err := w.stmts.exec("RELEASE tandem_req"); err != nil {
 			return fatal(err)
 		}
 		if out.again {
