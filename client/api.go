@@ -63,9 +63,12 @@ func (c *Client) query(ctx context.Context, db, sql string, st *Stmt, opts Query
 	if opts.PageSize == 0 {
 		opts.PageSize = c.cfg.PageSize
 	}
+	// A query may turn out to write (INSERT ... RETURNING); the server then de-duplicates it
+	// by this id, which makes the retries below safe for it too.
+	reqID := c.nextID()
 	resp, cn, err := c.call(ctx, rt, wire.TypeRowsPage, func(ctx context.Context, cn *conn) wire.Message {
 		m := &wire.Query{DB: db, SQL: sql, Args: vs, Consistency: opts.Consistency, PageSize: opts.PageSize,
-			MinIndex: opts.MinIndex, TimeoutMillis: timeoutMillis(ctx, c.cfg.RequestTimeout)}
+			MinIndex: opts.MinIndex, TimeoutMillis: timeoutMillis(ctx, c.cfg.RequestTimeout), RequestID: reqID}
 		if id := st.idOn(cn); id != 0 {
 			m.SQL, m.StmtID = "", id
 		}

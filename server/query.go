@@ -214,7 +214,7 @@ func isReadOnlyErr(err error) bool {
 // through the writer, like Exec, and answers with its rows in one page. Only the leader
 // writes: on a follower the client is redirected.
 func (ss *session) writeQuery(ctx context.Context, db, sql string, args []sqlite.Value, m *wire.Query) wire.Message {
-	req := store.Request{ClientID: ss.clientID, SQL: sql, Args: args}
+	req := store.Request{ClientID: ss.clientID, RequestID: m.RequestID, SQL: sql, Args: args}
 	if dl, ok := ctx.Deadline(); ok {
 		req.Deadline = dl
 	}

@@ -858,3 +858,36 @@ func TestVanishingClientsDoNotInterruptOthers(t *testing.T) {
 		t.Fatalf("%d well-behaved writes interrupted", bad)
 	}
 }
+
+// TestWritingQueryDeduplicated: a query that writes (INSERT ... RETURNING) carries a request
+// id; sent twice with the same id (a client's retry), it is applied once and both answers
+// hold the first outcome.
+func TestWritingQueryDeduplicated(t *testing.T) {
+	node := startNode(t)
+	db := openDB(t, node, "app")
+	mustExec(t, db, 10*time.Second, `CREATE TABLE t(id INTEGER PRIMARY KEY, x TEXT)`)
+	rc := connect(t, node.Addr())
+	q := &wire.Query{DB: "app", SQL: "INSERT INTO t(x) VALUES ('once') RETURNING id", RequestID: 77}
+	var firstID any
+	for i := range 2 {
+		resp := rc.call(t, uint64(10+i), q)
+		page, ok := resp.(*wire.RowsPage)
+		if !ok || len(page.Rows) != 1 || !page.Done {
+			t.Fatalf("attempt %d: %T %+v", i+1, resp, resp)
+		}
+		if i == 0 {
+			firstID = page.Rows[0][0]
+		} else if page.Rows[0][0] != firstID {
+			t.Fatalf("retry answered id %v, first answer was %v", page.Rows[0][0], firstID)
+		}
+	}
+	if got := count(t, db, 5*time.Second, `SELECT count(*) FROM t`); got != 1 {
+		t.Fatalf("%d rows after a retried writing query, want 1", got)
+	}
+	// Without a request id each query is a new write.
+	q.RequestID = 0
+	rc.call(t, 20, q)
+	if got := count(t, db, 5*time.Second, `SELECT count(*) FROM t`); got != 2 {
+		t.Fatalf("%d rows, want 2", got)
+	}
+}

@@ -374,6 +374,9 @@ type Query struct {
 	TxID          uint64 // read inside an interactive transaction
 	MinIndex      uint64 // read-your-writes: serve only once this index is applied
 	TimeoutMillis uint32
+	// RequestID de-duplicates a query that turns out to write (INSERT ... RETURNING sent as
+	// a query), as Exec.RequestID does; 0 = none.
+	RequestID uint64
 }
 
 // RowsPage is one page of a query's rows. Columns and DeclTypes are sent on the first page
@@ -477,13 +480,14 @@ func (m *Query) MarshalAppend(b []byte) []byte {
 	b = appendU32(b, m.PageSize)
 	b = appendU64(b, m.TxID)
 	b = appendU64(b, m.MinIndex)
-	return appendU32(b, m.TimeoutMillis)
+	b = appendU32(b, m.TimeoutMillis)
+	return appendU64(b, m.RequestID)
 }
 func (m *Query) Unmarshal(p []byte) error {
 	d := decoder{p: p}
 	*m = Query{DB: d.str("db"), SQL: d.str("sql"), StmtID: d.u64("stmt id"), Args: d.values("args", true),
 		Consistency: Consistency(d.u8("consistency")), PageSize: d.u32("page size"), TxID: d.u64("tx id"),
-		MinIndex: d.u64("min index"), TimeoutMillis: d.u32("timeout")}
+		MinIndex: d.u64("min index"), TimeoutMillis: d.u32("timeout"), RequestID: d.u64("request id")}
 	if err := d.done(TypeQuery); err != nil {
 		*m = Query{}
 		return err
