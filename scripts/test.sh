@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 export CGO_ENABLED=0
 
 echo "== unit and in-process cluster tests (race detector)"
-CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./internal/... ./server/... ./client/... ./driver/... ./wire/...
+CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./internal/... ./server/... ./client/... ./driver/... ./wire/... ./bench/...
+
+echo "== C heap leak check of the SQLite binding (needs modernc's allocation counters)"
+go test -count=1 -tags memory.counters -run TestNoCLeaks ./internal/sqlite/
 
 echo "== embedding API and multi-process tests (real binary)"
 go test -count=1 -timeout 20m . ./cmd/... ./e2e/...
