@@ -42,6 +42,10 @@ type Node struct {
 	once   sync.Once
 
 	readSeq atomic.Uint64
+	// readReqs queues ReadIndex callers for the read loop, which serves all callers that
+	// are waiting when a round starts with one read-index round (readLoop).
+	readReqs   chan chan readResult
+	readRounds atomic.Uint64 // read-index rounds run (for tests and status)
 
 	// apply goroutine state (owned by it after Start).
 	ap applier
@@ -84,17 +88,18 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		snapDir: filepath.Join(cfg.Dir, "snap"),
-		applyc:  make(chan applyJob, 64),
-		stopc:   make(chan struct{}),
-		addrs:   map[uint64]string{},
-		conf:    &raftpb.ConfState{},
-		changed: make(chan struct{}),
-		subs:    map[int]chan LeaderInfo{},
-		reads:   map[uint64]chan uint64{},
-		pins:    map[uint64]int{},
+		cfg:      cfg,
+		log:      cfg.Logger,
+		snapDir:  filepath.Join(cfg.Dir, "snap"),
+		applyc:   make(chan applyJob, 64),
+		stopc:    make(chan struct{}),
+		addrs:    map[uint64]string{},
+		conf:     &raftpb.ConfState{},
+		changed:  make(chan struct{}),
+		subs:     map[int]chan LeaderInfo{},
+		reads:    map[uint64]chan uint64{},
+		readReqs: make(chan chan readResult, 4096),
+		pins:     map[uint64]int{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.zl = newZapLogger(n.log.With("component", "etcd"))
@@ -175,10 +180,11 @@ func Start(cfg Config) (*Node, error) {
 			cfg.Transport.SetPeer(id, addr)
 		}
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.run()
 	go n.applyLoop()
 	go n.manageMembers()
+	go n.readLoop()
 	n.log.Info("consensus node started", "restart", restart, "bootstrap", cfg.Bootstrap && !restart,
 		"snapshot", snapIndex)
 	return n, nil
@@ -561,8 +567,75 @@ func (n *Node) LeaderReady(ctx context.Context) (uint64, error) {
 }
 
 // ReadIndex returns an index such that a read served once the state machine has applied it
-// is linearizable (raft ReadIndex, ReadOnlySafe). Leader only.
+// is linearizable (raft ReadIndex, ReadOnlySafe). Leader only. Concurrent calls share
+// read-index rounds (see readLoop).
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	if err := n.leaderErr(); err != nil {
+		return 0, err
+	}
+	ch := make(chan readResult, 1)
+	select {
+	case n.readReqs <- ch:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-n.stopc:
+		return 0, ErrStopped
+	}
+	select {
+	case r := <-ch:
+		return r.index, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-n.stopc:
+		return 0, ErrStopped
+	}
+}
+
+type readResult struct {
+	index uint64
+	err   error
+}
+
+// readRoundTimeout bounds one read-index round (a leader cut off from its quorum never
+// completes one); the callers' own contexts usually end first.
+const readRoundTimeout = 5 * time.Second
+
+// readLoop serves ReadIndex calls in rounds: every caller queued when a round starts shares
+// its read index. A caller that arrives during a round waits for the next one, which starts
+// after it arrived, so each read still sees every write acknowledged before it began. Under
+// concurrent reads this sends one heartbeat round per batch instead of one per read.
+func (n *Node) readLoop() {
+	defer n.wg.Done()
+	var batch []chan readResult
+	for {
+		batch = batch[:0]
+		select {
+		case ch := <-n.readReqs:
+			batch = append(batch, ch)
+		case <-n.stopc:
+			return
+		}
+	more:
+		for len(batch) < cap(n.readReqs) {
+			select {
+			case ch := <-n.readReqs:
+				batch = append(batch, ch)
+			default:
+				break more
+			}
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, readRoundTimeout)
+		idx, err := n.readIndexRound(ctx)
+		cancel()
+		n.readRounds.Add(1)
+		for _, ch := range batch {
+			ch <- readResult{idx, err} // buffered: never blocks
+		}
+	}
+}
+
+// readIndexRound asks raft for a read index (one heartbeat round confirming leadership).
+func (n *Node) readIndexRound(ctx context.Context) (uint64, error) {
 	id := n.readSeq.Add(1)
 	ch := make(chan uint64, 1)
 	n.mu.Lock()

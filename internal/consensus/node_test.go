@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -518,4 +519,59 @@ func TestWALSegmentsPurgedAndReplayed(t *testing.T) {
 	c.propose("after-restart")
 	want = append(want, "after-restart")
 	c.waitConverged(want)
+}
+
+// TestReadIndexBatched: concurrent ReadIndex calls share read-index rounds, and every call
+// still returns an index at least that of a proposal applied before the call began.
+func TestReadIndexBatched(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	lead := c.leader()
+	n := c.node(lead)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Propose(ctx, []byte("before-reads")); err != nil {
+		t.Fatal(err)
+	}
+	var idx uint64
+	waitFor(t, 5*time.Second, "proposal applied", func() bool {
+		for _, e := range c.sm(lead).entries() {
+			if string(e.Data) == "before-reads" {
+				idx = e.Index
+				return true
+			}
+		}
+		return false
+	})
+	rounds0 := n.readRounds.Load()
+	const callers, perCaller = 32, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range perCaller {
+				ri, err := n.ReadIndex(ctx)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if ri < idx {
+					errs <- fmt.Errorf("ReadIndex %d < index %d of an applied proposal", ri, idx)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	rounds := n.readRounds.Load() - rounds0
+	if rounds == 0 || rounds >= callers*perCaller {
+		t.Fatalf("%d read-index rounds for %d concurrent reads: not batched", rounds, callers*perCaller)
+	}
+	t.Logf("%d reads in %d read-index rounds", callers*perCaller, rounds)
 }
