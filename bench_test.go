@@ -14,6 +14,7 @@ import (
 
 	"github.com/tandemdb/tandem"
 	"github.com/tandemdb/tandem/client"
+	"github.com/tandemdb/tandem/internal/testcluster"
 	_ "modernc.org/sqlite" // the plain-SQLite baseline
 )
 
@@ -55,41 +56,7 @@ func BenchmarkInsertOrReplace(b *testing.B) {
 
 // benchCluster starts 3 embedded nodes with the default (production) timings.
 func benchCluster(b *testing.B) []*tandem.Node {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var nodes []*tandem.Node
-	for i := range 3 {
-		opts := []tandem.Option{tandem.WithID(uint64(i + 1)), tandem.WithAddress("127.0.0.1:0")}
-		if i > 0 {
-			opts = append(opts, tandem.WithCluster(nodes[0].Addr()))
-		}
-		n, err := tandem.New(filepath.Join(b.TempDir(), fmt.Sprint(i+1)), opts...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { n.Close() })
-		if err := n.Ready(ctx); err != nil {
-			b.Fatal(err)
-		}
-		nodes = append(nodes, n)
-	}
-	for {
-		ms, _ := nodes[0].Cluster(ctx)
-		voters := 0
-		for _, m := range ms {
-			if m.Role == "voter" {
-				voters++
-			}
-		}
-		if voters == 3 {
-			return nodes
-		}
-		if ctx.Err() != nil {
-			b.Fatal("cluster did not form")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return testcluster.Start(b, 3)
 }
 
 func runInsertBench(b *testing.B, db *sql.DB, writers int, nodes []*tandem.Node) {

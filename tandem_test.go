@@ -8,52 +8,13 @@ import (
 	"time"
 
 	"github.com/tandemdb/tandem"
+	"github.com/tandemdb/tandem/internal/testcluster"
 	"github.com/tandemdb/tandem/internal/tlsconfig"
 )
 
 // startEmbedded starts n embedded nodes: the first bootstraps, the others join it.
 func startEmbedded(t *testing.T, n int, extra ...tandem.Option) []*tandem.Node {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	base := t.TempDir()
-	var nodes []*tandem.Node
-	for i := range n {
-		opts := append([]tandem.Option{tandem.WithID(uint64(i + 1)), tandem.WithAddress("127.0.0.1:0"), tandem.WithTickInterval(20 * time.Millisecond)}, extra...)
-		if i > 0 {
-			opts = append(opts, tandem.WithCluster(nodes[0].Addr()))
-		}
-		node, err := tandem.New(filepath.Join(base, "n"+string(rune('1'+i))), opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { node.Close() })
-		if err := node.Ready(ctx); err != nil {
-			t.Fatalf("node %d not ready: %v", i+1, err)
-		}
-		nodes = append(nodes, node)
-	}
-	// Wait until all are voters.
-	for {
-		ms, err := nodes[0].Cluster(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		voters := 0
-		for _, m := range ms {
-			if m.Role == "voter" {
-				voters++
-			}
-		}
-		if voters == n {
-			return nodes
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("only %d of %d voters: %+v", voters, n, ms)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return testcluster.Start(t, n, append([]tandem.Option{tandem.WithTickInterval(20 * time.Millisecond)}, extra...)...)
 }
 
 func TestEmbeddedCluster(t *testing.T) {

@@ -9,13 +9,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/tandemdb/tandem"
+	"github.com/tandemdb/tandem/internal/testcluster"
 	"github.com/tandemdb/tandem/wire"
 )
 
@@ -41,47 +41,7 @@ func startNode(tb testing.TB) *tandem.Node {
 // startCluster starts n nodes: the first bootstraps, the others join it; it returns once all
 // are voters.
 func startCluster(t *testing.T, n int) []*tandem.Node {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	base := t.TempDir()
-	var nodes []*tandem.Node
-	for i := range n {
-		opts := []tandem.Option{tandem.WithID(uint64(i + 1)), tandem.WithAddress("127.0.0.1:0"),
-			tandem.WithTickInterval(20 * time.Millisecond)}
-		if i > 0 {
-			opts = append(opts, tandem.WithCluster(nodes[0].Addr()))
-		}
-		node, err := tandem.New(filepath.Join(base, "n"+string(rune('1'+i))), opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { node.Close() })
-		if err := node.Ready(ctx); err != nil {
-			t.Fatalf("node %d not ready: %v", i+1, err)
-		}
-		nodes = append(nodes, node)
-	}
-	for {
-		ms, err := nodes[0].Cluster(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		voters := 0
-		for _, m := range ms {
-			if m.Role == "voter" {
-				voters++
-			}
-		}
-		if voters == n {
-			return nodes
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("only %d of %d voters: %+v", voters, n, ms)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return testcluster.Start(t, n, tandem.WithTickInterval(20*time.Millisecond))
 }
 
 // openDB opens a well-behaved database/sql connection to node's database name.
