@@ -14,6 +14,10 @@ import (
 // errorMsg turns an error from the layers below into the protocol's answer. A follower that
 // knows the leader answers with a Redirect.
 func errorMsg(err error) wire.Message {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		return we // already a protocol error (e.g. no such transaction)
+	}
 	var nl *consensus.NotLeaderError
 	if errors.As(err, &nl) {
 		if nl.LeaderAddr != "" {

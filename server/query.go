@@ -81,13 +81,7 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 	if m.TxID != 0 {
 		// Inside an interactive transaction the read sees the transaction's own writes, so
 		// it runs on the writer that the transaction owns; the rows come in one page.
-		t, werr := ss.tx(m.TxID)
-		if werr != nil {
-			return werr
-		}
-		t.mu.Lock()
-		res, err := t.tx.Exec(ctx, sql, args)
-		t.mu.Unlock()
+		res, err := ss.execInTx(ctx, m.TxID, sql, args)
 		if err != nil {
 			return errorMsg(err)
 		}

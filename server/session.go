@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tandemdb/tandem/internal/sqlite"
 	"github.com/tandemdb/tandem/internal/store"
 	"github.com/tandemdb/tandem/wire"
 )
@@ -381,6 +382,18 @@ func (ss *session) tx(id uint64) (*txState, *wire.Error) {
 	return t, nil
 }
 
+// execInTx runs one statement inside the connection's interactive transaction txID, one
+// statement of the transaction at a time.
+func (ss *session) execInTx(ctx context.Context, txID uint64, sql string, args []sqlite.Value) (store.Result, error) {
+	t, werr := ss.tx(txID)
+	if werr != nil {
+		return store.Result{}, werr
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.tx.Exec(ctx, sql, args)
+}
+
 func (ss *session) exec(ctx context.Context, m *wire.Exec) wire.Message {
 	db, sql, werr := ss.resolve(m.DB, m.SQL, m.StmtID)
 	if werr != nil {
@@ -393,14 +406,7 @@ func (ss *session) exec(ctx context.Context, m *wire.Exec) wire.Message {
 	ctx, cancel := withTimeoutMillis(ctx, m.TimeoutMillis)
 	defer cancel()
 	if m.TxID != 0 {
-		t, werr := ss.tx(m.TxID)
-		if werr != nil {
-			return werr
-		}
-		t.mu.Lock()
-		res, err := t.tx.Exec(ctx, sql, args)
-		t.mu.Unlock()
-		return resultMsg(res, err)
+		return resultMsg(ss.execInTx(ctx, m.TxID, sql, args))
 	}
 	req := store.Request{ClientID: ss.clientID, RequestID: m.RequestID, SQL: sql, Args: args}
 	if dl, ok := ctx.Deadline(); ok {
