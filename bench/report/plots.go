@@ -30,6 +30,13 @@ func WritePlots(dir string, s Summary) ([]string, error) {
 		return nil, nil
 	}
 	workloads, byWorkload := groupRuns(s.Runs)
+	sweep := false // plots against workers need a workload run at two worker counts at least
+	for _, wl := range workloads {
+		sweep = sweep || len(byWorkload[wl]) > 1
+	}
+	if !sweep {
+		return writeTimelines(dir, s.Runs)
+	}
 
 	tp := newPlot("Throughput vs workers", "workers", "operations / s")
 	for i, wl := range workloads {
@@ -67,7 +74,14 @@ func WritePlots(dir string, s Summary) ([]string, error) {
 	}
 	files = append(files, "latency.png")
 
-	for _, r := range s.Runs {
+	timelines, err := writeTimelines(dir, s.Runs)
+	return append(files, timelines...), err
+}
+
+// writeTimelines draws one timeline per run.
+func writeTimelines(dir string, runs []Run) ([]string, error) {
+	var files []string
+	for _, r := range runs {
 		name := fmt.Sprintf("timeline-%s-w%d.png", safeName(r.Workload), r.Workers)
 		if err := WriteTimeline(filepath.Join(dir, name), fmt.Sprintf("%s, %d workers", r.Workload, r.Workers), r); err != nil {
 			return files, err

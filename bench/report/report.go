@@ -16,20 +16,54 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tandemdb/tandem/bench/failover"
 	"github.com/tandemdb/tandem/bench/procstat"
 	"github.com/tandemdb/tandem/bench/stats"
 )
 
 // Summary is the content of summary.json: one benchmark invocation.
 type Summary struct {
-	Benchmark string            `json:"benchmark"`       // "sql", "failover", "idle", ...
-	Command   string            `json:"command"`         // the command line that produced it
-	Started   time.Time         `json:"started"`         // wall-clock start (UTC)
-	Finished  time.Time         `json:"finished"`        // wall-clock end (UTC)
-	Machine   Machine           `json:"machine"`         // where it ran
-	Params    map[string]string `json:"params"`          // effective settings (flag values)
-	Runs      []Run             `json:"runs"`            // one per workload and worker count, in run order
-	Notes     []string          `json:"notes,omitempty"` // free-form remarks shown in report.md
+	Benchmark string            `json:"benchmark"`          // "sql", "failover", "idle", ...
+	Command   string            `json:"command"`            // the command line that produced it
+	Started   time.Time         `json:"started"`            // wall-clock start (UTC)
+	Finished  time.Time         `json:"finished"`           // wall-clock end (UTC)
+	Machine   Machine           `json:"machine"`            // where it ran
+	Params    map[string]string `json:"params"`             // effective settings (flag values)
+	Runs      []Run             `json:"runs"`               // one per workload and worker count, in run order
+	Notes     []string          `json:"notes,omitempty"`    // free-form remarks shown in report.md
+	Failover  *Failover         `json:"failover,omitempty"` // tandem bench failover only
+}
+
+// Failover is what tandem bench failover measures beside its runs: each kill, the time until
+// writes resumed, and the audit of every node's rows against the acknowledged writes.
+type Failover struct {
+	Phases []FailoverPhase `json:"phases"`
+	Rounds []FailoverRound `json:"rounds"`
+	Audit  failover.Audit  `json:"audit"`
+	// AuditOK: no acknowledged write lost, none duplicated, no unexpected row, all nodes equal.
+	AuditOK bool `json:"audit_ok"`
+}
+
+// FailoverPhase summarizes the rounds that killed one kind of node ("leader" or "follower").
+type FailoverPhase struct {
+	Phase           string  `json:"phase"`
+	Rounds          int     `json:"rounds"`
+	ResumeP50Ms     float64 `json:"resume_p50_ms"` // over the rounds in which writes resumed
+	ResumeMaxMs     float64 `json:"resume_max_ms"`
+	NotResumed      int     `json:"not_resumed"` // rounds in which writes did not resume in time
+	UnknownOutcomes int64   `json:"unknown_outcomes"`
+}
+
+// FailoverRound is one kill -9 and restart.
+type FailoverRound struct {
+	Phase           string  `json:"phase"`
+	Round           int     `json:"round"`
+	Node            string  `json:"node"`
+	KilledAtS       float64 `json:"killed_at_s"`        // seconds from the start of the phase's run
+	ResumedAfterMs  float64 `json:"resumed_after_ms"`   // kill to the end of the first successful write started after it; -1: never
+	UnknownOutcomes int64   `json:"unknown_outcomes"`   // writes of the round whose outcome is unknown
+	Errors          int64   `json:"errors"`             // failed writes of the round (all kinds)
+	CaughtUpAfterMs float64 `json:"caught_up_after_ms"` // restart to all nodes healthy at one applied index; -1: never
 }
 
 // Machine describes the host of the run.
@@ -323,6 +357,10 @@ func WriteMarkdown(w io.Writer, s Summary, plots []string) error {
 		}
 	}
 
+	if f := s.Failover; f != nil {
+		writeFailoverMarkdown(&b, f)
+	}
+
 	if len(plots) > 0 {
 		b.WriteString("\n## Plots\n\n")
 		for _, p := range plots {
@@ -366,5 +404,55 @@ func WriteText(w io.Writer, s Summary) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Workload, r.Workers, f1(r.OpsPerSec),
 			f3(r.MeanMs), f3(r.P50Ms), f3(r.P99Ms), f3(r.MaxMs), ErrorsText(r), ent, rpe)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if f := s.Failover; f != nil {
+		fmt.Fprintln(w)
+		for _, p := range f.Phases {
+			fmt.Fprintf(w, "%s kills: %d rounds, writes resumed after p50 %.0f ms, max %.0f ms (%d rounds did not resume); %d unknown outcomes\n",
+				p.Phase, p.Rounds, p.ResumeP50Ms, p.ResumeMaxMs, p.NotResumed, p.UnknownOutcomes)
+		}
+		a := f.Audit
+		verdict := "passed"
+		if !f.AuditOK {
+			verdict = "FAILED"
+		}
+		fmt.Fprintf(w, "audit %s: %d acknowledged writes on %d nodes, %d lost, %d duplicated, %d unexpected, %d nodes differ\n",
+			verdict, a.Acked, a.Nodes, a.Lost, a.Duplicated, a.Unexpected, a.Differ)
+	}
+	return nil
+}
+
+func writeFailoverMarkdown(b *strings.Builder, f *Failover) {
+	b.WriteString("\n## Failover\n\nResume time: from the kill -9 to the end of the first successful write that started after\n" +
+		"it. Caught up: from the restart until every node is healthy at the same applied index.\n\n")
+	b.WriteString("| phase | rounds | resume p50 ms | resume max ms | not resumed | unknown outcomes |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, p := range f.Phases {
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %d | %d |\n", p.Phase, p.Rounds, f1(p.ResumeP50Ms), f1(p.ResumeMaxMs), p.NotResumed, p.UnknownOutcomes)
+	}
+	b.WriteString("\n| phase | round | node killed | killed at s | resumed after ms | caught up after ms | errors | unknown outcomes |\n" +
+		"|---|---:|---|---:|---:|---:|---:|---:|\n")
+	for _, r := range f.Rounds {
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %d | %d |\n", r.Phase, r.Round, r.Node, f1(r.KilledAtS),
+			msOrNever(r.ResumedAfterMs), msOrNever(r.CaughtUpAfterMs), r.Errors, r.UnknownOutcomes)
+	}
+	a := f.Audit
+	verdict := "PASSED"
+	if !f.AuditOK {
+		verdict = "FAILED"
+	}
+	fmt.Fprintf(b, "\n### Audit: %s\n\n%d nodes read; %d acknowledged writes: %d lost, %d duplicated; %d rows never written; "+
+		"%d nodes differ from the first. %d writes had an unknown outcome, %d of them were applied.\n",
+		verdict, a.Nodes, a.Acked, a.Lost, a.Duplicated, a.Unexpected, a.Differ, a.Unknown, a.UnknownPresent)
+	for _, p := range a.Problems {
+		fmt.Fprintf(b, "- %s\n", p)
+	}
+}
+
+func msOrNever(v float64) string {
+	if v < 0 {
+		return "never"
+	}
+	return f1(v)
 }

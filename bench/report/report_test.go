@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemdb/tandem/bench/failover"
 	"github.com/tandemdb/tandem/bench/procstat"
 	"github.com/tandemdb/tandem/bench/stats"
 	"github.com/tandemdb/tandem/wire"
@@ -154,5 +155,45 @@ func TestEmptyAndErrorsText(t *testing.T) {
 	}
 	if got := CommandLine([]string{"a", "b c", ""}); got != "a 'b c' ''" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+func TestFailoverSections(t *testing.T) {
+	s := sampleSummary()
+	s.Benchmark = "failover"
+	s.Failover = &Failover{
+		Phases: []FailoverPhase{{Phase: "leader", Rounds: 2, ResumeP50Ms: 1234.5, ResumeMaxMs: 1500, NotResumed: 1, UnknownOutcomes: 3}},
+		Rounds: []FailoverRound{
+			{Phase: "leader", Round: 1, Node: "node 1", KilledAtS: 2, ResumedAfterMs: 1234.5, CaughtUpAfterMs: 80, Errors: 4, UnknownOutcomes: 3},
+			{Phase: "leader", Round: 2, Node: "node 2", KilledAtS: 9, ResumedAfterMs: -1, CaughtUpAfterMs: -1},
+		},
+		Audit: failover.Audit{Nodes: 3, Acked: 100, Lost: 1, Problems: []string{"node 2: acknowledged write 1/7 is missing"}},
+	}
+	var md strings.Builder
+	if err := WriteMarkdown(&md, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Failover", "| leader | 2 | 1234.5 | 1500.0 | 1 | 3 |",
+		"| leader | 2 | node 2 | 9.0 | never | never | 0 | 0 |", "### Audit: FAILED", "1 lost", "acknowledged write 1/7 is missing"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report.md lacks %q:\n%s", want, md.String())
+		}
+	}
+	var txt strings.Builder
+	if err := WriteText(&txt, s); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(txt.String(), "leader kills: 2 rounds, writes resumed after p50 1234 ms, max 1500 ms (1 rounds did not resume)") ||
+		!strings.Contains(txt.String(), "audit FAILED: 100 acknowledged writes on 3 nodes, 1 lost") {
+		t.Errorf("text summary:\n%s", txt.String())
+	}
+	s.Failover.AuditOK = true
+	s.Failover.Audit = failover.Audit{Nodes: 3, Acked: 100}
+	md.Reset()
+	if err := WriteMarkdown(&md, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "### Audit: PASSED") {
+		t.Errorf("passed audit not shown:\n%s", md.String())
 	}
 }

@@ -25,18 +25,21 @@ import (
 func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprintln(stderr, "Usage: tandem bench BENCHMARK [flags]\n\nBenchmarks:\n"+
-			"  sql      SQL workloads (kvwrite, kvread, kvreadwrite, txn) against a cluster, with a sweep over workers\n\n"+
-			"Each run writes summary.json, report.md and PNG plots into --out. Run 'tandem bench sql --help' for flags.")
+			"  sql       SQL workloads (kvwrite, kvread, kvreadwrite, txn) against a cluster, with a sweep over workers\n"+
+			"  failover  kill -9 the leader (then a follower) under writes: time until writes resume, and an audit\n\n"+
+			"Each run writes summary.json, report.md and PNG plots into --out. Run 'tandem bench BENCHMARK --help' for flags.")
 		if len(args) == 0 {
-			return usageError{"a benchmark is required: sql"}
+			return usageError{"a benchmark is required: sql or failover"}
 		}
 		return flag.ErrHelp
 	}
 	switch args[0] {
 	case "sql":
 		return runBenchSQL(ctx, args[1:], stdout, stderr)
+	case "failover":
+		return runBenchFailover(ctx, args[1:], stdout, stderr)
 	}
-	return usageError{fmt.Sprintf("unknown benchmark %q: use sql", args[0])}
+	return usageError{fmt.Sprintf("unknown benchmark %q: use sql or failover", args[0])}
 }
 
 // benchNodes are the node processes a benchmark started itself (nil with --cluster).
@@ -301,22 +304,29 @@ loop:
 			}
 		}
 	}
+	if len(sum.Runs) == 0 {
+		return runErr
+	}
+	return errors.Join(runErr, finishBenchReport(outDir, &sum, runErr, stdout))
+}
+
+// finishBenchReport stamps the end of a benchmark (and why it stopped early, if it did),
+// writes its results folder and prints the one-screen summary.
+func finishBenchReport(outDir string, sum *report.Summary, runErr error, stdout io.Writer) error {
 	sum.Finished = time.Now().UTC()
 	if runErr != nil {
 		sum.Notes = append(sum.Notes, "stopped early: "+runErr.Error())
 	}
-	if len(sum.Runs) > 0 {
-		files, werr := report.Write(outDir, sum)
-		if werr != nil {
-			return errors.Join(runErr, fmt.Errorf("writing the report: %w", werr))
-		}
-		fmt.Fprintln(stdout)
-		if err := report.WriteText(stdout, sum); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "\n%d files in %s (report.md, summary.json, plots)\n", len(files), outDir)
+	files, err := report.Write(outDir, *sum)
+	if err != nil {
+		return fmt.Errorf("writing the report: %w", err)
 	}
-	return runErr
+	fmt.Fprintln(stdout)
+	if err := report.WriteText(stdout, *sum); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\n%d files in %s (report.md, summary.json, plots)\n", len(files), outDir)
+	return nil
 }
 
 func keysOf(m map[int]string) []int {

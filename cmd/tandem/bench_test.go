@@ -33,6 +33,13 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"sql", "--db", "a/b"},
 		{"sql", "--tls-cert", "x.pem"}, // TLS needs --cluster
 		{"sql", "--cluster", "127.0.0.1:1", "--timeout", "500ms", "--out", "x"}, // unreachable
+		{"failover", "--rounds", "0"},
+		{"failover", "--workers", "0"},
+		{"failover", "--phases", "leader,candidate"},
+		{"failover", "--phases", ""},
+		{"failover", "--timeout", "0s"},
+		{"failover", "--cluster", "127.0.0.1:1"}, // it kills nodes: only a cluster of its own
+		{"failover", "extra"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := runBench(context.Background(), args, nil, &stdout, &stderr)
@@ -41,7 +48,7 @@ func TestBenchUsageErrors(t *testing.T) {
 			t.Errorf("%q: got %v, want a usage error (exit status 2)", args, err)
 		}
 	}
-	for _, args := range [][]string{{"--help"}, {"sql", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"sql", "--help"}, {"failover", "--help"}} {
 		var stderr bytes.Buffer
 		err := runBench(context.Background(), args, nil, &bytes.Buffer{}, &stderr)
 		if !errors.Is(err, flag.ErrHelp) || !strings.Contains(stderr.String(), "Usage: tandem bench") {
@@ -74,15 +81,7 @@ func TestBenchSQLSelfStarted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")
 	}
-	dir := t.TempDir()
-	exe := filepath.Join(dir, "tandem")
-	build := exec.Command("go", "build", "-o", exe, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	old := benchExecutable
-	benchExecutable = func() (string, error) { return exe, nil }
-	defer func() { benchExecutable = old }()
+	dir := useBuiltBinary(t)
 
 	out := filepath.Join(dir, "results")
 	var stdout, stderr bytes.Buffer
@@ -116,4 +115,91 @@ func TestBenchSQLSelfStarted(t *testing.T) {
 	if !strings.Contains(stdout.String(), "kvread") || !strings.Contains(stdout.String(), "files in "+out) {
 		t.Errorf("summary:\n%s", stdout.String())
 	}
+}
+
+// TestBenchFailoverSelfStarted runs `tandem bench failover` for one round per phase on a
+// 3-node cluster of a freshly built binary and checks its results: a leader and a follower
+// were killed and restarted, writes resumed after each kill, and the audit passed.
+func TestBenchFailoverSelfStarted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	dir := useBuiltBinary(t)
+
+	out := filepath.Join(dir, "results")
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err := runBench(ctx, []string{"failover", "--rounds", "1", "--workers", "2", "--settle", "500ms", "--out", out}, nil, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	s, err := report.ReadSummary(filepath.Join(out, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := s.Failover
+	if f == nil || len(f.Rounds) != 2 || len(f.Phases) != 2 || len(s.Runs) != 2 {
+		t.Fatalf("summary: %+v", s)
+	}
+	if !f.AuditOK || f.Audit.Nodes != 3 || f.Audit.Acked == 0 || f.Audit.Lost != 0 || f.Audit.Duplicated != 0 {
+		t.Fatalf("audit: %+v", f.Audit)
+	}
+	for _, r := range f.Rounds {
+		if r.ResumedAfterMs < 0 || r.CaughtUpAfterMs < 0 {
+			t.Errorf("round %+v: writes did not resume or the node did not catch up", r)
+		}
+	}
+	if f.Rounds[0].Phase != "leader" || f.Rounds[1].Phase != "follower" {
+		t.Errorf("phases %q, %q", f.Rounds[0].Phase, f.Rounds[1].Phase)
+	}
+	for _, r := range s.Runs {
+		if len(r.Events) != 2 || r.Ops == 0 {
+			t.Errorf("run %s: %d events, %d ops", r.Workload, len(r.Events), r.Ops)
+		}
+	}
+	for _, name := range []string{"summary.json", "report.md", "timeline-failover-leader-w2.png", "timeline-failover-follower-w2.png"} {
+		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
+			t.Error(err)
+		}
+	}
+	if !strings.Contains(stdout.String(), "audit passed") {
+		t.Errorf("no audit line in the summary:\n%s", stdout.String())
+	}
+}
+
+func TestFailoverPhaseSummary(t *testing.T) {
+	rounds := []report.FailoverRound{
+		{ResumedAfterMs: 1500, UnknownOutcomes: 1},
+		{ResumedAfterMs: -1, UnknownOutcomes: 2},
+		{ResumedAfterMs: 900},
+		{ResumedAfterMs: 1100},
+		{ResumedAfterMs: 2000},
+	}
+	p := phaseSummary("leader", rounds)
+	if p.Rounds != 5 || p.NotResumed != 1 || p.UnknownOutcomes != 3 || p.ResumeP50Ms != 1300 || p.ResumeMaxMs != 2000 {
+		t.Fatalf("%+v", p)
+	}
+	if p := phaseSummary("follower", rounds[:1]); p.ResumeP50Ms != 1500 || p.ResumeMaxMs != 1500 {
+		t.Fatalf("one round: %+v", p)
+	}
+	if p := phaseSummary("follower", nil); p.Rounds != 0 || p.ResumeP50Ms != 0 {
+		t.Fatalf("no round: %+v", p)
+	}
+}
+
+// useBuiltBinary builds this command into a temporary directory, which it returns, and makes
+// the benchmarks start their nodes from that binary until the test ends.
+func useBuiltBinary(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "tandem")
+	build := exec.Command("go", "build", "-o", exe, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	old := benchExecutable
+	benchExecutable = func() (string, error) { return exe, nil }
+	t.Cleanup(func() { benchExecutable = old })
+	return dir
 }
