@@ -322,6 +322,9 @@ func (ss *session) status() wire.Message {
 	}
 	ps := ss.srv.cfg.Store.Stats()
 	ns.Entries, ns.Requests = ps.Entries, ps.Requests
+	srv := ss.srv.Stats()
+	ns.OpenConns = uint64(max(0, srv.Connections.Load()))
+	ns.Handshakes, ns.Resumed = uint64(srv.Handshakes.Load()), uint64(srv.Resumed.Load())
 	return ns
 }
 

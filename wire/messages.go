@@ -252,6 +252,9 @@ type NodeStatus struct {
 	Problem                           string // why not healthy
 	Entries                           uint64 // replicated entries proposed by this node
 	Requests                          uint64 // requests those entries carried (Requests/Entries = batch size)
+	// This node's port: client connections open now, and TLS handshakes completed since the
+	// node started (clients and peers) with how many of them resumed a session.
+	OpenConns, Handshakes, Resumed uint64
 }
 
 func (*LeaderReq) Type() MsgType                   { return TypeLeaderReq }
@@ -327,13 +330,17 @@ func (m *NodeStatus) MarshalAppend(b []byte) []byte {
 	b = appendBool(b, m.Healthy)
 	b = appendString(b, m.Problem)
 	b = appendU64(b, m.Entries)
-	return appendU64(b, m.Requests)
+	b = appendU64(b, m.Requests)
+	b = appendU64(b, m.OpenConns)
+	b = appendU64(b, m.Handshakes)
+	return appendU64(b, m.Resumed)
 }
 func (m *NodeStatus) Unmarshal(p []byte) error {
 	d := decoder{p: p}
 	*m = NodeStatus{ID: d.u64("id"), Term: d.u64("term"), Leader: d.u64("leader"), Commit: d.u64("commit"),
 		Applied: d.u64("applied"), Addr: d.str("addr"), Healthy: d.boolean("healthy"), Problem: d.str("problem"),
-		Entries: d.u64("entries"), Requests: d.u64("requests")}
+		Entries: d.u64("entries"), Requests: d.u64("requests"), OpenConns: d.u64("open conns"),
+		Handshakes: d.u64("handshakes"), Resumed: d.u64("resumed")}
 	return d.done(TypeNodeStatus)
 }
 

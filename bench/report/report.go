@@ -32,6 +32,25 @@ type Summary struct {
 	Runs      []Run             `json:"runs"`               // one per workload and worker count, in run order
 	Notes     []string          `json:"notes,omitempty"`    // free-form remarks shown in report.md
 	Failover  *Failover         `json:"failover,omitempty"` // tandem bench failover only
+	Idle      *Idle             `json:"idle,omitempty"`     // tandem bench idle only
+}
+
+// Idle is what tandem bench idle measures: each node of an idle cluster while a poller per
+// node asks it for the leader and then the leader for its status, every IntervalS seconds.
+type Idle struct {
+	IntervalS float64    `json:"interval_s"`
+	Nodes     []IdleNode `json:"nodes"` // per mode and node
+}
+
+// IdleNode is one node process during the measured period of one mode.
+type IdleNode struct {
+	Mode         string  `json:"mode"` // "tls" or "plaintext"
+	Name         string  `json:"name"`
+	CPUPercent   float64 `json:"cpu_percent"`           // of one core, utime+stime from /proc
+	VolCtxPerSec float64 `json:"voluntary_ctx_per_sec"` // summed over all threads
+	Handshakes   uint64  `json:"tls_handshakes"`        // TLS handshakes the node completed during the period
+	SocketsStart int     `json:"sockets_start"`
+	SocketsEnd   int     `json:"sockets_end"`
 }
 
 // Failover is what tandem bench failover measures beside its runs: each kill, the time until
@@ -360,6 +379,16 @@ func WriteMarkdown(w io.Writer, s Summary, plots []string) error {
 	if f := s.Failover; f != nil {
 		writeFailoverMarkdown(&b, f)
 	}
+	if i := s.Idle; i != nil {
+		fmt.Fprintf(&b, "\n## Idle nodes\n\nEach node's poller asks it for the leader, then the leader for its status, every %.0f s. "+
+			"CPU is a percentage of one core (utime+stime); context switches are voluntary ones summed over all threads; "+
+			"TLS handshakes are those the node completed during the measured period.\n\n", i.IntervalS)
+		b.WriteString("| mode | node | CPU % | vol. ctx switches/s | TLS handshakes | sockets at start | sockets at end |\n|---|---|---:|---:|---:|---:|---:|\n")
+		for _, n := range i.Nodes {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %d | %d |\n", n.Mode, n.Name, f3(n.CPUPercent), f1(n.VolCtxPerSec),
+				n.Handshakes, n.SocketsStart, n.SocketsEnd)
+		}
+	}
 
 	if len(plots) > 0 {
 		b.WriteString("\n## Plots\n\n")
@@ -406,6 +435,13 @@ func WriteText(w io.Writer, s Summary) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if i := s.Idle; i != nil {
+		fmt.Fprintln(w)
+		for _, n := range i.Nodes {
+			fmt.Fprintf(w, "%s %s: CPU %.3f%% of a core, %.1f voluntary context switches/s, %d TLS handshakes, sockets %d -> %d\n",
+				n.Mode, n.Name, n.CPUPercent, n.VolCtxPerSec, n.Handshakes, n.SocketsStart, n.SocketsEnd)
+		}
 	}
 	if f := s.Failover; f != nil {
 		fmt.Fprintln(w)

@@ -197,3 +197,28 @@ func TestFailoverSections(t *testing.T) {
 		t.Errorf("passed audit not shown:\n%s", md.String())
 	}
 }
+
+func TestIdleSection(t *testing.T) {
+	s := sampleSummary()
+	s.Benchmark = "idle"
+	s.Idle = &Idle{IntervalS: 3, Nodes: []IdleNode{
+		{Mode: "tls", Name: "node 1", CPUPercent: 0.123, VolCtxPerSec: 118.25, Handshakes: 0, SocketsStart: 9, SocketsEnd: 9},
+		{Mode: "plaintext", Name: "node 2", CPUPercent: 0.05, VolCtxPerSec: 99, Handshakes: 2, SocketsStart: 5, SocketsEnd: 6},
+	}}
+	var md strings.Builder
+	if err := WriteMarkdown(&md, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Idle nodes", "every 3 s", "| tls | node 1 | 0.123 | 118.2 | 0 | 9 | 9 |", "| plaintext | node 2 | 0.050 | 99.0 | 2 | 5 | 6 |"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report.md lacks %q:\n%s", want, md.String())
+		}
+	}
+	var txt strings.Builder
+	if err := WriteText(&txt, s); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(txt.String(), "plaintext node 2: CPU 0.050% of a core, 99.0 voluntary context switches/s, 2 TLS handshakes, sockets 5 -> 6") {
+		t.Errorf("text summary:\n%s", txt.String())
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"flag"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -20,16 +22,18 @@ import (
 	"github.com/tandemdb/tandem/bench/sqlbench"
 	"github.com/tandemdb/tandem/client"
 	"github.com/tandemdb/tandem/driver"
+	"github.com/tandemdb/tandem/internal/tlsconfig"
 )
 
 func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprintln(stderr, "Usage: tandem bench BENCHMARK [flags]\n\nBenchmarks:\n"+
 			"  sql       SQL workloads (kvwrite, kvread, kvreadwrite, txn) against a cluster, with a sweep over workers\n"+
-			"  failover  kill -9 the leader (then a follower) under writes: time until writes resume, and an audit\n\n"+
+			"  failover  kill -9 the leader (then a follower) under writes: time until writes resume, and an audit\n"+
+			"  idle      CPU, context switches, TLS handshakes and sockets of idle nodes polled for the leader\n\n"+
 			"Each run writes summary.json, report.md and PNG plots into --out. Run 'tandem bench BENCHMARK --help' for flags.")
 		if len(args) == 0 {
-			return usageError{"a benchmark is required: sql or failover"}
+			return usageError{"a benchmark is required: sql, failover or idle"}
 		}
 		return flag.ErrHelp
 	}
@@ -38,14 +42,18 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return runBenchSQL(ctx, args[1:], stdout, stderr)
 	case "failover":
 		return runBenchFailover(ctx, args[1:], stdout, stderr)
+	case "idle":
+		return runBenchIdle(ctx, args[1:], stdout, stderr)
 	}
-	return usageError{fmt.Sprintf("unknown benchmark %q: use sql or failover", args[0])}
+	return usageError{fmt.Sprintf("unknown benchmark %q: use sql, failover or idle", args[0])}
 }
 
 // benchNodes are the node processes a benchmark started itself (nil with --cluster).
 type benchNodes struct {
-	dir   string
-	nodes []*demoNode
+	dir       string
+	nodes     []*demoNode
+	certs     string      // certificate directory when the nodes run with TLS
+	clientTLS *tls.Config // the client side of that TLS, nil without
 }
 
 func (b *benchNodes) pids() map[int]string {
@@ -71,9 +79,13 @@ func (b *benchNodes) stop() {
 // this one (tests point it at a freshly built binary).
 var benchExecutable = os.Executable
 
+// benchClusterTLS: start the nodes with mutual TLS, with certificates made for the run in the
+// cluster's directory (certs/n1.pem ... and certs/client.pem).
+type benchClusterTLS bool
+
 // startBenchCluster starts 3 `tandem node` processes of this binary on loopback, in a new
 // temporary directory, and returns a client once they are 3 voters with a leader.
-func startBenchCluster(ctx context.Context, stderr io.Writer) (*benchNodes, *client.Client, error) {
+func startBenchCluster(ctx context.Context, stderr io.Writer, withTLS benchClusterTLS) (*benchNodes, *client.Client, error) {
 	exe, err := benchExecutable()
 	if err != nil {
 		return nil, nil, err
@@ -87,11 +99,25 @@ func startBenchCluster(ctx context.Context, stderr io.Writer) (*benchNodes, *cli
 		return nil, nil, err
 	}
 	b := &benchNodes{dir: dir}
+	if withTLS {
+		b.certs = filepath.Join(dir, "certs")
+		if err := tlsconfig.WriteFiles(b.certs, []string{"n1", "n2", "n3", "client"}, []string{"127.0.0.1", "localhost"}, 24*time.Hour); err != nil {
+			return nil, nil, err
+		}
+		if _, b.clientTLS, err = tandem.LoadTLS(filepath.Join(b.certs, "client.pem"), filepath.Join(b.certs, "client-key.pem"), filepath.Join(b.certs, "ca.pem")); err != nil {
+			return nil, nil, err
+		}
+	}
 	for i := range 3 {
 		n := &demoNode{id: i + 1, addr: addrs[i], log: filepath.Join(dir, fmt.Sprintf("n%d.log", i+1))}
 		n.args = []string{"node", "--id", fmt.Sprint(n.id), "--addr", n.addr, "--data", filepath.Join(dir, fmt.Sprintf("n%d", i+1))}
 		if i > 0 {
 			n.args = append(n.args, "--join", addrs[0])
+		}
+		if withTLS {
+			name := fmt.Sprintf("n%d", i+1)
+			n.args = append(n.args, "--tls-cert", filepath.Join(b.certs, name+".pem"), "--tls-key", filepath.Join(b.certs, name+"-key.pem"),
+				"--tls-ca", filepath.Join(b.certs, "ca.pem"))
 		}
 		b.nodes = append(b.nodes, n)
 	}
@@ -104,7 +130,7 @@ func startBenchCluster(ctx context.Context, stderr io.Writer) (*benchNodes, *cli
 	if err := b.nodes[0].start(exe); err != nil {
 		return fail(err)
 	}
-	c, err := waitClient(ctx, addrs, 20*time.Second)
+	c, err := waitClient(ctx, addrs, b.clientTLS, 20*time.Second)
 	if err != nil {
 		return fail(err)
 	}
@@ -203,7 +229,7 @@ func runBenchSQL(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if cf.tls.enabled() {
 			return usageError{"the --tls-* flags need --cluster (a self-started cluster runs without TLS)"}
 		}
-		nodes, c, err = startBenchCluster(ctx, stderr)
+		nodes, c, err = startBenchCluster(ctx, stderr, false)
 		if err != nil {
 			return err
 		}
@@ -381,4 +407,18 @@ func (p *progressPrinter) done() {
 	}
 	p.pending = false
 	p.n = 0
+}
+
+// parseChoices splits a comma-separated flag value whose items must be among allowed.
+func parseChoices(flagName, value string, allowed ...string) ([]string, error) {
+	items := splitList(value)
+	if len(items) == 0 {
+		return nil, usageError{fmt.Sprintf("--%s: give one or more of %s", flagName, strings.Join(allowed, ", "))}
+	}
+	for _, it := range items {
+		if !slices.Contains(allowed, it) {
+			return nil, usageError{fmt.Sprintf("--%s: unknown value %q (%s)", flagName, it, strings.Join(allowed, ", "))}
+		}
+	}
+	return items, nil
 }

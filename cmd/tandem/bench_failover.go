@@ -57,14 +57,9 @@ func runBenchFailover(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *settle < 0 || *resumeTimeout <= 0 || *catchUpTimeout <= 0 || *opTimeout <= 0 {
 		return usageError{"--resume-timeout, --catch-up-timeout and --timeout must be positive, --settle not negative"}
 	}
-	phaseList := splitList(*phases)
-	if len(phaseList) == 0 {
-		return usageError{"--phases: give leader, follower or both"}
-	}
-	for _, p := range phaseList {
-		if p != "leader" && p != "follower" {
-			return usageError{fmt.Sprintf("--phases: unknown phase %q (leader or follower)", p)}
-		}
+	phaseList, err := parseChoices("phases", *phases, "leader", "follower")
+	if err != nil {
+		return err
 	}
 	exe, err := benchExecutable()
 	if err != nil {
@@ -78,7 +73,7 @@ func runBenchFailover(ctx context.Context, args []string, stdout, stderr io.Writ
 	params := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) { params[f.Name] = f.Value.String() })
 
-	nodes, c, err := startBenchCluster(ctx, stderr)
+	nodes, c, err := startBenchCluster(ctx, stderr, false)
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,11 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"failover", "--timeout", "0s"},
 		{"failover", "--cluster", "127.0.0.1:1"}, // it kills nodes: only a cluster of its own
 		{"failover", "extra"},
+		{"idle", "--duration", "0s"},
+		{"idle", "--interval", "-1s"},
+		{"idle", "--modes", "tls,quic"},
+		{"idle", "--modes", ","},
+		{"idle", "extra"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := runBench(context.Background(), args, nil, &stdout, &stderr)
@@ -48,7 +53,7 @@ func TestBenchUsageErrors(t *testing.T) {
 			t.Errorf("%q: got %v, want a usage error (exit status 2)", args, err)
 		}
 	}
-	for _, args := range [][]string{{"--help"}, {"sql", "--help"}, {"failover", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"sql", "--help"}, {"failover", "--help"}, {"idle", "--help"}} {
 		var stderr bytes.Buffer
 		err := runBench(context.Background(), args, nil, &bytes.Buffer{}, &stderr)
 		if !errors.Is(err, flag.ErrHelp) || !strings.Contains(stderr.String(), "Usage: tandem bench") {
@@ -202,4 +207,48 @@ func useBuiltBinary(t *testing.T) string {
 	benchExecutable = func() (string, error) { return exe, nil }
 	t.Cleanup(func() { benchExecutable = old })
 	return dir
+}
+
+// TestBenchIdleSelfStarted runs `tandem bench idle` briefly in both modes and checks what it
+// reports per node: CPU and context switches measured, no TLS handshake while the pollers
+// run (their connections are long-lived), and every lookup answered.
+func TestBenchIdleSelfStarted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two 3-node clusters")
+	}
+	dir := useBuiltBinary(t)
+	out := filepath.Join(dir, "results")
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err := runBench(ctx, []string{"idle", "--duration", "3s", "--interval", "500ms", "--warmup", "1s", "--out", out}, nil, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	s, err := report.ReadSummary(filepath.Join(out, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Idle == nil || len(s.Idle.Nodes) != 6 || len(s.Runs) != 2 {
+		t.Fatalf("summary: %+v", s)
+	}
+	for _, n := range s.Idle.Nodes {
+		if n.Mode != "tls" && n.Mode != "plaintext" {
+			t.Errorf("mode %q", n.Mode)
+		}
+		if n.Handshakes != 0 {
+			t.Errorf("%s %s: %d TLS handshakes while the pollers ran", n.Mode, n.Name, n.Handshakes)
+		}
+		if n.VolCtxPerSec <= 0 || n.SocketsStart == 0 || n.SocketsEnd != n.SocketsStart {
+			t.Errorf("%s %s: %+v", n.Mode, n.Name, n)
+		}
+	}
+	for _, r := range s.Runs {
+		if r.Errors != 0 || r.Ops < 12 { // 3 pollers, every 500 ms, for 3 s
+			t.Errorf("run %s: %d lookups, %d errors", r.Workload, r.Ops, r.Errors)
+		}
+	}
+	if !strings.Contains(stdout.String(), "tls node 1") || !strings.Contains(stdout.String(), "plaintext node 3") {
+		t.Errorf("summary lines missing:\n%s", stdout.String())
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -113,7 +114,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	if err := nodes[0].start(exe); err != nil {
 		return err
 	}
-	c, err := waitClient(ctx, addrs, 20*time.Second)
+	c, err := waitClient(ctx, addrs, nil, 20*time.Second)
 	if err != nil {
 		return err
 	}
@@ -293,11 +294,11 @@ func loopbackAddrs(n int) ([]string, error) {
 	return out, nil
 }
 
-func waitClient(ctx context.Context, addrs []string, timeout time.Duration) (*client.Client, error) {
+func waitClient(ctx context.Context, addrs []string, tc *tls.Config, timeout time.Duration) (*client.Client, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		c, err := client.New(cctx, client.Config{Addrs: addrs, Name: "tandem-demo"})
+		c, err := client.New(cctx, client.Config{Addrs: addrs, Name: "tandem-demo", TLS: tc})
 		cancel()
 		if err == nil {
 			return c, nil

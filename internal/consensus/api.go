@@ -54,7 +54,7 @@ type Config struct {
 
 	TickInterval   time.Duration // default 100ms
 	ElectionTicks  int           // default 10
-	HeartbeatTicks int           // default 1
+	HeartbeatTicks int           // default 3: a heartbeat every 300 ms keeps idle nodes cheap
 	SnapshotEvery  uint64        // entries applied between snapshots, default 10000
 	CatchUpMargin  uint64        // learner promoted when Match >= commit-margin, default 100
 	// CompactKeep is how many entries before a snapshot stay in the in-memory log for slow
@@ -83,7 +83,7 @@ func (c *Config) setDefaults() error {
 		c.ElectionTicks = 10
 	}
 	if c.HeartbeatTicks <= 0 {
-		c.HeartbeatTicks = 1
+		c.HeartbeatTicks = 3
 	}
 	if c.SnapshotEvery == 0 {
 		c.SnapshotEvery = 10000
