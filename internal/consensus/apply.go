@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -14,6 +15,7 @@ import (
 type applier struct {
 	index     uint64            // last committed index processed (applied or skipped)
 	lastSnap  uint64            // index of the newest snapshot (local or installed)
+	snapBytes uint64            // bytes of the entries applied since lastSnap
 	conf      *raftpb.ConfState // configuration as of index
 	snapRetry uint64            // after a failed SaveSnapshot, do not retry before this index
 }
@@ -95,7 +97,11 @@ func (n *Node) applyEntries(ents []*raftpb.Entry) {
 	// forces a fresh snapshot.
 	first, _ := n.storage.FirstIndex()
 	force := added && first > 1
-	if !diverged && (force || n.ap.index-n.ap.lastSnap >= n.cfg.SnapshotEvery) && n.ap.index >= n.ap.snapRetry {
+	for _, e := range ents {
+		n.ap.snapBytes += uint64(len(e.GetData()))
+	}
+	due := n.ap.index-n.ap.lastSnap >= n.cfg.SnapshotEvery || n.ap.snapBytes >= n.cfg.SnapshotBytes
+	if !diverged && (force || due) && n.ap.index >= n.ap.snapRetry {
 		if err := n.takeSnapshot(n.ap.index); err != nil {
 			n.log.Error("snapshot failed; will retry", "index", n.ap.index, "err", err)
 			n.ap.snapRetry = n.ap.index + max(n.cfg.SnapshotEvery/4, 1)
@@ -215,9 +221,8 @@ func (n *Node) takeSnapshot(index uint64) error {
 		n.fail("persist snapshot: " + err.Error())
 		return err
 	}
-	n.ap.lastSnap = index
-	if index > n.cfg.CompactKeep {
-		compact := index - n.cfg.CompactKeep
+	n.ap.lastSnap, n.ap.snapBytes = index, 0
+	if compact := n.compactPoint(index); compact > 0 {
 		if first, _ := n.storage.FirstIndex(); compact > first {
 			if err := n.storage.Compact(compact); err != nil && !errors.Is(err, raft.ErrCompacted) {
 				return err
@@ -250,7 +255,7 @@ func (n *Node) installSnapshot(s *raftpb.Snapshot) {
 		n.fail(fmt.Sprintf("install snapshot %d: %v", index, err))
 		diverged = true
 	}
-	n.ap.index, n.ap.lastSnap = index, index
+	n.ap.index, n.ap.lastSnap, n.ap.snapBytes = index, index, 0
 	n.removeStaleReceives()
 	n.ap.conf = cloneConfState(s.GetMetadata().GetConfState())
 
@@ -272,4 +277,30 @@ func (n *Node) installSnapshot(s *raftpb.Snapshot) {
 	// (this one and the previous newest) and releases WAL segments only up to the older of
 	// the two newest snap files already recorded.
 	n.gcSnapshots()
+}
+
+// compactPoint returns the index to compact the in-memory log to after a snapshot at index
+// (raft's MemoryStorage.Compact(i) drops the entries up to i): at most CompactKeep entries
+// stay before the snapshot's end, and no more than CompactKeepBytes of them.
+func (n *Node) compactPoint(index uint64) uint64 {
+	first, err := n.storage.FirstIndex()
+	if err != nil {
+		return 0
+	}
+	compact := first - 1
+	if index > n.cfg.CompactKeep && index-n.cfg.CompactKeep > compact {
+		compact = index - n.cfg.CompactKeep
+	}
+	ents, err := n.storage.Entries(compact+1, index+1, math.MaxUint64)
+	if err != nil {
+		return compact
+	}
+	var kept uint64
+	for i := len(ents) - 1; i >= 0; i-- {
+		kept += uint64(len(ents[i].GetData()))
+		if kept > n.cfg.CompactKeepBytes {
+			return ents[i].GetIndex() // it and everything before it go
+		}
+	}
+	return compact
 }

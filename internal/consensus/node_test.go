@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -574,4 +575,45 @@ func TestReadIndexBatched(t *testing.T) {
 		t.Fatalf("%d read-index rounds for %d concurrent reads: not batched", rounds, callers*perCaller)
 	}
 	t.Logf("%d reads in %d read-index rounds", callers*perCaller, rounds)
+}
+
+// TestSnapshotByBytes: large entries start a snapshot before SnapshotEvery entries, and the
+// log kept in memory after it is bounded by CompactKeepBytes.
+func TestSnapshotByBytes(t *testing.T) {
+	c := newMemCluster(t, func(cfg *Config) {
+		cfg.SnapshotEvery = 100000
+		cfg.CompactKeep = 1000
+		cfg.SnapshotBytes = 64 << 10
+		cfg.CompactKeepBytes = 16 << 10
+	})
+	c.bootstrap(3)
+	big := strings.Repeat("x", 4<<10)
+	var want []string
+	for i := range 40 { // 160 KiB of entries: at least two snapshots by size
+		want = append(want, fmt.Sprintf("%03d-%s", i, big))
+	}
+	c.proposeAll(want)
+	c.waitConverged(want)
+	for _, id := range c.running() {
+		n := c.node(id)
+		waitFor(t, 5*time.Second, "a snapshot by size", func() bool {
+			first, _ := n.storage.FirstIndex()
+			return first > 1
+		})
+		first, _ := n.storage.FirstIndex()
+		last, _ := n.storage.LastIndex()
+		ents, err := n.storage.Entries(first, last+1, math.MaxUint64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kept int
+		for _, e := range ents {
+			kept += len(e.GetData())
+		}
+		// Kept: at most CompactKeepBytes before the snapshot plus what came after it (less than
+		// SnapshotBytes, or another snapshot would have been taken).
+		if kept > 16<<10+64<<10+4<<10 {
+			t.Fatalf("node %d keeps %d bytes of log in memory (%d entries)", id, kept, len(ents))
+		}
+	}
 }
