@@ -49,6 +49,10 @@ type Config struct {
 	PageSize uint32
 	// MaxRedirects bounds the redirects one call follows; default 8.
 	MaxRedirects int
+	// MaxRetryAge is how long after its first attempt a write is still retried with the same
+	// request id (then the call ends with an "outcome unknown" error); default and maximum
+	// DefaultMaxRetryAge, because the cluster remembers outcomes for a limited time.
+	MaxRetryAge time.Duration
 }
 
 // Client is a connection to a Tandem cluster. It is safe for concurrent use.
@@ -80,6 +84,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 30 * time.Second
+	}
+	if cfg.MaxRetryAge <= 0 || cfg.MaxRetryAge > DefaultMaxRetryAge {
+		cfg.MaxRetryAge = DefaultMaxRetryAge
 	}
 	if cfg.MaxRedirects <= 0 {
 		cfg.MaxRedirects = 8
@@ -157,6 +164,11 @@ func (c *Client) withTimeout(ctx context.Context) (context.Context, context.Canc
 }
 
 func (c *Client) nextID() uint64 { return c.ids.Add(1) }
+
+// DefaultMaxRetryAge bounds Config.MaxRetryAge. The cluster remembers request outcomes for
+// 2 minutes of leader time (store.RequestRetention); retrying for at most half of that leaves
+// room for clock skew between leaders.
+const DefaultMaxRetryAge = time.Minute
 
 // getConn returns the live connection to addr, dialing it (once, shared by concurrent
 // callers) when there is none.
@@ -340,11 +352,17 @@ func (c *Client) call(ctx context.Context, rt route, want wire.MsgType, build fu
 	defer cancel()
 	var (
 		last      error
-		sent      bool // a write may have reached a node
+		sent      bool      // a write may have reached a node
+		firstSent time.Time // when it was first sent
 		redirects int
 		failures  int
 	)
 	for attempt := 0; ; attempt++ {
+		if sent && (rt.write || want == wire.TypeRowsPage) && time.Since(firstSent) > c.cfg.MaxRetryAge {
+			// The cluster remembers a request id's outcome for a limited time: a later retry
+			// could apply the write (or a query that writes) a second time.
+			return nil, nil, outcomeUnknown(fmt.Errorf("tandem: no retry after %v: %w", c.cfg.MaxRetryAge, last))
+		}
 		if ctx.Err() != nil {
 			if last != nil && !sent {
 				return nil, nil, fmt.Errorf("%w (last error: %w)", context.Cause(ctx), last)
@@ -379,8 +397,8 @@ func (c *Client) call(ctx context.Context, rt route, want wire.MsgType, build fu
 			}
 			var ns errNotSent
 			notSent := errors.As(err, &ns)
-			if !notSent {
-				sent = true
+			if !notSent && !sent {
+				sent, firstSent = true, time.Now()
 			}
 			if ctx.Err() != nil {
 				continue
@@ -432,6 +450,9 @@ func (c *Client) call(ctx context.Context, rt route, want wire.MsgType, build fu
 			}
 			if r.Code == wire.CodeNotLeader && rt.kind == toLeader {
 				c.forgetLeader(addr)
+			}
+			if r.Code == wire.CodeOutcomeUnknown && !sent {
+				sent, firstSent = true, time.Now()
 			}
 			last = r
 			c.pause(ctx, &failures)

@@ -150,6 +150,45 @@ func TestOutcomeUnknownRetry(t *testing.T) {
 	}
 }
 
+// TestNoRetryAfterMaxRetryAge: a write is retried with its request id only for MaxRetryAge
+// after its first attempt; then the call ends with "outcome unknown".
+func TestNoRetryAfterMaxRetryAge(t *testing.T) {
+	fc := newFakeCluster(t, 1, nil)
+	c := fc.client(t, func(cfg *Config) { cfg.MaxRetryAge = 300 * time.Millisecond })
+	var mu sync.Mutex
+	var seen []uint64
+	fc.nodes[0].setHook(func(conn *wiretest.Conn, id uint64, m wire.Message) bool {
+		e, ok := m.(*wire.Exec)
+		if !ok {
+			return false
+		}
+		mu.Lock()
+		seen = append(seen, e.RequestID)
+		mu.Unlock()
+		conn.Reply(id, &wire.Error{Code: wire.CodeOutcomeUnknown})
+		return true
+	})
+	start := time.Now()
+	_, err := c.Exec(context.Background(), "app", "INSERT 1")
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code != wire.CodeOutcomeUnknown {
+		t.Fatalf("got %v, want outcome unknown", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("gave up after %v, not about MaxRetryAge", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) < 2 {
+		t.Fatalf("%d attempts: not retried", len(seen))
+	}
+	for _, id := range seen {
+		if id != seen[0] {
+			t.Fatalf("request ids %v: a retry changed the id", seen)
+		}
+	}
+}
+
 func TestSQLiteErrorNotRetried(t *testing.T) {
 	fc := newFakeCluster(t, 1, nil)
 	c := fc.client(t, nil)

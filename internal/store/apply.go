@@ -3,20 +3,18 @@ package store
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tandemdb/tandem/internal/sqlite"
 )
 
-// keepRequests is the window of request ids the state machine remembers per client and
-// database: a client numbers its requests with a counter, so a record whose id is more than
-// keepRequests below the client's newest is older than any retry can be. Records are trimmed
-// when a request id is a multiple of trimStride, by a range delete on the primary key, so
-// the cost is one cheap statement per trimStride requests and the result depends only on the
-// entry being applied (identical on every node).
-const (
-	keepRequests = 1000
-	trimStride   = 16
-)
+// RequestRetention is how long (in the proposing leader's wall-clock time, carried in each
+// entry so that every node trims alike) the state machine remembers the outcome of a request
+// id. A client must not retry a request id later than that after its first attempt; the Go
+// client gives up retrying well before (client.MaxRetryAge). Trimming by time rather than by
+// a window of ids matters: a writer whose retry was delayed while other writers of the same
+// client went on would otherwise find its record trimmed and apply its write twice.
+const RequestRetention = 2 * time.Minute
 
 // applyTx is the open transaction of one database during one Apply call.
 type applyTx struct {
@@ -185,17 +183,16 @@ func (s *Store) applyCommand(t *applyTx, index uint64, cmd *command) error {
 		}
 	}
 	for _, r := range cmd.Requests {
-		err := st.exec(`INSERT OR IGNORE INTO _tandem_requests(client_id, request_id, idx, result) VALUES(?, ?, ?, ?)`,
-			int64(r.ClientID), int64(r.RequestID), int64(index), r.Result)
+		err := st.exec(`INSERT OR IGNORE INTO _tandem_requests(client_id, request_id, idx, result, at) VALUES(?, ?, ?, ?, ?)`,
+			int64(r.ClientID), int64(r.RequestID), int64(index), r.Result, cmd.WallTime)
 		if err != nil {
 			return fmt.Errorf("request record: %w", err)
 		}
-		if r.RequestID%trimStride == 0 && r.RequestID > keepRequests {
-			err := st.exec(`DELETE FROM _tandem_requests WHERE client_id=? AND request_id<=?`,
-				int64(r.ClientID), int64(r.RequestID-keepRequests))
-			if err != nil {
-				return fmt.Errorf("trim request records: %w", err)
-			}
+	}
+	if cmd.WallTime > 0 {
+		// An index range probe: nothing to delete costs one seek.
+		if err := st.exec(`DELETE FROM _tandem_requests WHERE at < ?`, cmd.WallTime-RequestRetention.Milliseconds()); err != nil {
+			return fmt.Errorf("trim request records: %w", err)
 		}
 	}
 	return nil

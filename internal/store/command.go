@@ -22,7 +22,8 @@ var (
 // front of several state machines can route entries by it.
 const CommandKind byte = 0x01
 
-const commandVersion byte = 1
+// commandVersion 2 added WallTime; version 1 entries (in older logs) decode with WallTime 0.
+const commandVersion byte = 2
 
 // command is the payload of one Raft entry: the effects of one batch (or one interactive
 // transaction) on one database.
@@ -33,6 +34,7 @@ type command struct {
 	Seq        uint64 // per-store proposal counter
 	BaseIndex  uint64 // the database's own applied index the batch was executed on
 	LeaderTime int64  // leader's monotonic ns since it started (reserved for leases)
+	WallTime   int64  // leader's wall clock, Unix ms: how old request records are (retention)
 	DDL        []string
 	SeqChanges []seqChange
 	Changeset  []byte
@@ -62,6 +64,7 @@ func encodeCommand(dst []byte, c *command) []byte {
 	dst = binary.AppendUvarint(dst, c.Seq)
 	dst = binary.AppendUvarint(dst, c.BaseIndex)
 	dst = binary.AppendVarint(dst, c.LeaderTime)
+	dst = binary.AppendVarint(dst, c.WallTime)
 	dst = appendString(dst, c.DB)
 	dst = binary.AppendUvarint(dst, uint64(len(c.DDL)))
 	for _, d := range c.DDL {
@@ -93,7 +96,8 @@ func decodeCommand(b []byte) (*command, error) {
 	if k := d.byte(); k != CommandKind {
 		return nil, fmt.Errorf("%w: kind %#x", errCorrupt, k)
 	}
-	if v := d.byte(); v != commandVersion {
+	v := d.byte()
+	if v != 1 && v != commandVersion {
 		return nil, fmt.Errorf("%w: unsupported version %d", errCorrupt, v)
 	}
 	c := &command{}
@@ -102,6 +106,9 @@ func decodeCommand(b []byte) (*command, error) {
 	c.Seq = d.uvarint()
 	c.BaseIndex = d.uvarint()
 	c.LeaderTime = d.varint()
+	if v >= 2 {
+		c.WallTime = d.varint()
+	}
 	c.DB = d.string()
 	if n := d.count(1); n > 0 {
 		c.DDL = make([]string, n)

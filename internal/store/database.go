@@ -21,8 +21,12 @@ const internalSchema = `
 CREATE TABLE IF NOT EXISTS _tandem_applied(id INTEGER PRIMARY KEY CHECK(id=1), idx INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS _tandem_requests(
 	client_id INTEGER NOT NULL, request_id INTEGER NOT NULL, idx INTEGER NOT NULL, result BLOB,
+	at INTEGER NOT NULL DEFAULT 0, -- the leader's wall clock (Unix ms) when it was proposed
 	PRIMARY KEY(client_id, request_id)) WITHOUT ROWID;
 `
+
+// requestsAtIndex is created after the migration below (an older file lacks the column).
+const requestsAtIndex = `CREATE INDEX IF NOT EXISTS _tandem_requests_at ON _tandem_requests(at);`
 
 // database is one SQLite file with its connections and its writer.
 type database struct {
@@ -55,7 +59,7 @@ type database struct {
 
 	// Read pool.
 	poolMu     sync.Mutex
-	idle       []*sqlite.Conn
+	idle       []*readConn
 	open       int
 	poolClosed bool
 	poolFree   chan struct{} // signalled when a connection is returned
@@ -88,6 +92,11 @@ func openDatabase(s *Store, name string) (*database, error) {
 		return nil, fmt.Errorf("store: open %s: %w", name, err)
 	}
 	if err := c.Exec(internalSchema); err != nil {
+		c.Close()
+		db.cancel()
+		return nil, fmt.Errorf("store: init %s: %w", name, err)
+	}
+	if err := migrateRequests(c); err != nil {
 		c.Close()
 		db.cancel()
 		return nil, fmt.Errorf("store: init %s: %w", name, err)
@@ -166,7 +175,7 @@ func (db *database) failQueued(err error) {
 }
 
 // acquireRead takes a read-only connection from the pool, opening one if the pool is not full.
-func (db *database) acquireRead(ctx context.Context) (*sqlite.Conn, error) {
+func (db *database) acquireRead(ctx context.Context) (*readConn, error) {
 	for {
 		db.poolMu.Lock()
 		if db.poolClosed {
@@ -189,7 +198,7 @@ func (db *database) acquireRead(ctx context.Context) (*sqlite.Conn, error) {
 				db.poolMu.Unlock()
 				return nil, fmt.Errorf("store: open read connection: %w", err)
 			}
-			return c, nil
+			return &readConn{Conn: c}, nil
 		}
 		db.poolMu.Unlock()
 		select {
@@ -202,7 +211,7 @@ func (db *database) acquireRead(ctx context.Context) (*sqlite.Conn, error) {
 	}
 }
 
-func (db *database) releaseRead(c *sqlite.Conn) {
+func (db *database) releaseRead(c *readConn) {
 	db.poolMu.Lock()
 	if db.poolClosed {
 		db.open--
@@ -326,4 +335,61 @@ func collect(st *sqlite.Stmt) ([][]sqlite.Value, error) {
 		}
 		rows = append(rows, row)
 	}
+}
+
+// readConn is a pooled read-only connection with the prepared statements of the queries it
+// ran. It belongs to one reader between acquireRead and releaseRead.
+type readConn struct {
+	*sqlite.Conn
+	stmts map[string]*sqlite.Stmt // by SQL text; a statement in use is taken out
+}
+
+// readStmtCacheSize bounds readConn.stmts; when full it is emptied.
+const readStmtCacheSize = 64
+
+// take returns the cached statement for text, with its bindings cleared, or nil.
+func (c *readConn) take(text string) *sqlite.Stmt {
+	st := c.stmts[text]
+	if st == nil {
+		return nil
+	}
+	delete(c.stmts, text)
+	if err := st.ClearBindings(); err != nil {
+		st.Close()
+		return nil
+	}
+	return st
+}
+
+// keep resets st and caches it under text.
+func (c *readConn) keep(text string, st *sqlite.Stmt) {
+	if err := st.Reset(); err != nil {
+		st.Close()
+		return
+	}
+	if len(c.stmts) >= readStmtCacheSize {
+		for _, old := range c.stmts {
+			old.Close()
+		}
+		clear(c.stmts)
+	}
+	if c.stmts == nil {
+		c.stmts = make(map[string]*sqlite.Stmt)
+	}
+	c.stmts[text] = st
+}
+
+// migrateRequests adds the retention column to a request table made before it existed (its
+// records get at = 0 and go at the next trim) and indexes it.
+func migrateRequests(c *sqlite.Conn) error {
+	cols, err := queryAll(c, `SELECT name FROM pragma_table_info('_tandem_requests') WHERE name = 'at'`)
+	if err != nil {
+		return err
+	}
+	if len(cols) == 0 {
+		if err := c.Exec(`ALTER TABLE _tandem_requests ADD COLUMN at INTEGER NOT NULL DEFAULT 0`); err != nil {
+			return err
+		}
+	}
+	return c.Exec(requestsAtIndex)
 }

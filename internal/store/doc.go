@@ -103,5 +103,7 @@
 //   - Virtual tables are replicated by statement text and have not been tested.
 //   - The NULL-primary-key check scans tables whose non-leading primary key columns are
 //     nullable (the leading column uses the primary key index).
-//   - Request records keep the full result (rows included) of each request.
+//   - Request records keep the full result (rows included) of each request, for
+//     RequestRetention (2 minutes of the leaders' wall-clock time): a busy database holds
+//     every request of the last 2 minutes in _tandem_requests.
 package store

@@ -34,7 +34,7 @@ func (s *Store) ContentHash(ctx context.Context, dbName string) (string, error) 
 		return "", err
 	}
 	defer c.Exec("ROLLBACK")
-	return hashConn(c)
+	return hashConn(c.Conn)
 }
 
 // hashConn hashes the database as c sees it (inside c's transaction, if any).

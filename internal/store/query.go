@@ -13,16 +13,21 @@ type Rows struct {
 	Columns   []string
 	DeclTypes []string // declared types of the columns ("" for expressions)
 
-	db   *database
-	conn *sqlite.Conn
-	st   *sqlite.Stmt
-	stop func() // stops interrupting on the query's context
-	done bool
+	db       *database
+	conn     *readConn
+	st       *sqlite.Stmt
+	sql      string // the statement's text, its key in conn's cache when reusable
+	reusable bool
+	stop     func() // stops interrupting on the query's context
+	onRow    bool   // st is positioned on a row that Next has not returned yet
+	done     bool
 }
 
 // Query runs one read-only statement on a pooled read connection, on this node's local state
-// (a WAL snapshot taken by the first Next). The caller picks the consistency level by waiting
-// (WaitApplied) before it calls Query.
+// (a WAL snapshot taken by its first step). The caller picks the consistency level by waiting
+// (WaitApplied) before it calls Query. Statements are prepared once per read connection and
+// reused; Query takes the first step itself, because a reused statement that SQLite prepares
+// again after a schema change may have other columns than before (SELECT * after ADD COLUMN).
 func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sqlite.Value) (*Rows, error) {
 	if err := s.Diverged(); err != nil {
 		return nil, err
@@ -40,62 +45,99 @@ func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sql
 	if err != nil {
 		return nil, err
 	}
-	st, tail, err := c.Prepare(sql)
-	if err == nil && st == nil {
-		err = errors.New("store: empty query")
-	}
-	if err == nil && !isBlank(tail) {
-		err = errors.New("store: a query must be a single statement")
-	}
-	if err == nil && !st.ReadOnly() {
-		err = ErrNotReadOnly
-	}
-	if err == nil && len(args) > 0 {
-		err = st.Bind(args)
-	}
-	if err != nil {
-		if st != nil {
-			st.Close()
+	r := &Rows{db: db, conn: c, sql: sql}
+	if r.st = c.take(sql); r.st != nil {
+		r.reusable = true
+	} else {
+		st, tail, err := c.Prepare(sql)
+		if err == nil && st == nil {
+			err = errors.New("store: empty query")
 		}
-		db.releaseRead(c)
+		if err == nil && !isBlank(tail) {
+			err = errors.New("store: a query must be a single statement")
+		}
+		if err == nil && !st.ReadOnly() {
+			err = ErrNotReadOnly
+		}
+		if err != nil {
+			if st != nil {
+				st.Close()
+			}
+			db.releaseRead(c)
+			return nil, err
+		}
+		// PRAGMAs are checked on their text each time: never reused.
+		r.st, r.reusable = st, firstKeyword(sql) != "PRAGMA"
+	}
+	if len(args) > 0 {
+		if err := r.st.Bind(args); err != nil {
+			r.reusable = false
+			r.release()
+			return nil, err
+		}
+	}
+	r.stop = c.InterruptOn(ctx)
+	ok, err := r.st.Step()
+	if err != nil {
+		r.reusable = false
+		r.Close()
 		return nil, err
 	}
-	r := &Rows{db: db, conn: c, st: st, stop: c.InterruptOn(ctx)}
-	r.Columns = make([]string, st.ColumnCount())
+	r.onRow, r.done = ok, !ok
+	r.Columns = make([]string, r.st.ColumnCount())
 	r.DeclTypes = make([]string, len(r.Columns))
 	for i := range r.Columns {
-		r.Columns[i] = st.ColumnName(i)
-		r.DeclTypes[i] = st.ColumnDeclType(i)
+		r.Columns[i] = r.st.ColumnName(i)
+		r.DeclTypes[i] = r.st.ColumnDeclType(i)
 	}
 	return r, nil
 }
 
 // Next reads the next row into dst (len(dst) >= len(Columns)). It returns false at the end.
 func (r *Rows) Next(dst []sqlite.Value) (bool, error) {
-	if r.done || r.st == nil {
+	if r.st == nil {
 		return false, nil
 	}
 	if len(dst) < len(r.Columns) {
 		return false, fmt.Errorf("store: Rows.Next: dst has %d slots for %d columns", len(dst), len(r.Columns))
 	}
-	ok, err := r.st.Step()
-	if err != nil || !ok {
-		r.done = true
-		return false, err
+	if !r.onRow {
+		if r.done {
+			return false, nil
+		}
+		ok, err := r.st.Step()
+		if err != nil || !ok {
+			r.done = true
+			return false, err
+		}
 	}
+	r.onRow = false
 	for i := range r.Columns {
 		dst[i] = r.st.Column(i)
 	}
 	return true, nil
 }
 
-// Close releases the statement and its connection. Closing twice is a no-op.
+// Close releases the statement (back to the connection's cache) and the connection.
+// Closing twice is a no-op.
 func (r *Rows) Close() error {
 	if r.st == nil {
 		return nil
 	}
-	r.stop()
-	err := r.st.Close()
+	if r.stop != nil {
+		r.stop()
+	}
+	return r.release()
+}
+
+// release gives the statement and the connection back.
+func (r *Rows) release() error {
+	var err error
+	if r.reusable {
+		r.conn.keep(r.sql, r.st)
+	} else {
+		err = r.st.Close()
+	}
 	r.st = nil
 	r.db.releaseRead(r.conn)
 	r.conn = nil

@@ -552,3 +552,50 @@ func TestWriterStatementCache(t *testing.T) {
 		t.Fatalf("follower: %d rows with w = 7, want 3", n)
 	}
 }
+
+// TestReadStatementCache: reads reuse prepared statements per read connection; after a
+// schema change the same text returns the new columns, and a failed bind leaves no trace.
+func TestReadStatementCache(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+	mustExec(t, s, "INSERT INTO t(v) VALUES('a'), ('b')")
+	const sel = "SELECT * FROM t WHERE id >= ? ORDER BY id"
+	for range 3 { // the same text, prepared once
+		if got := queryRows(t, s, sel, int64(1)); len(got) != 2 || len(got[0]) != 2 {
+			t.Fatalf("rows %v", got)
+		}
+	}
+	if _, err := s.Query(context.Background(), testDB, sel, []sqlite.Value{int64(1), int64(2)}); err == nil {
+		t.Fatal("two arguments for one parameter were accepted")
+	}
+	mustExec(t, s, "ALTER TABLE t ADD COLUMN w INTEGER DEFAULT 5")
+	rows, err := s.Query(context.Background(), testDB, sel, []sqlite.Value{int64(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows.Columns) != 3 || rows.Columns[2] != "w" {
+		t.Fatalf("columns after ADD COLUMN: %v", rows.Columns)
+	}
+	dst := make([]sqlite.Value, 3)
+	ok, err := rows.Next(dst)
+	if err != nil || !ok || dst[1] != "b" || dst[2] != int64(5) {
+		t.Fatalf("row %v %v %v", dst, ok, err)
+	}
+	if ok, err := rows.Next(dst); ok || err != nil {
+		t.Fatalf("a second row: %v %v", ok, err)
+	}
+	rows.Close()
+	// An empty result still reports its columns.
+	rows, err = s.Query(context.Background(), testDB, sel, []sqlite.Value{int64(99)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	if len(rows.Columns) != 3 {
+		t.Fatalf("columns of an empty result: %v", rows.Columns)
+	}
+	if ok, err := rows.Next(dst); ok || err != nil {
+		t.Fatalf("empty result gave a row: %v %v", ok, err)
+	}
+}

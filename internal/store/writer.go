@@ -533,6 +533,7 @@ func (wr *writer) propose(term uint64, cmd *command, requests int) (uint64, erro
 	cmd.ExecTerm = term
 	cmd.Seq = s.propSeq.Add(1)
 	cmd.LeaderTime = s.leaderTime()
+	cmd.WallTime = time.Now().UnixMilli()
 	k := proposalKey{term, cmd.Seq}
 	ch, err := s.register(k)
 	if err != nil {
