@@ -53,8 +53,8 @@ type Config struct {
 	Transport    Transport // TCPTransport or (tests) an in-memory network
 
 	TickInterval   time.Duration // default 100ms
-	ElectionTicks  int           // default 10
-	HeartbeatTicks int           // default 3: a heartbeat every 300 ms keeps idle nodes cheap
+	ElectionTicks  int           // default 6: a follower calls an election 0.6-1.2 s after it last heard a leader
+	HeartbeatTicks int           // default 2: three heartbeats per shortest election timeout
 	SnapshotEvery  uint64        // entries applied between snapshots, default 10000
 	// SnapshotBytes also starts a snapshot once the entries applied since the last one hold
 	// this many bytes (default 64 MiB): the log since the last snapshot stays in memory, and
@@ -86,10 +86,10 @@ func (c *Config) setDefaults() error {
 		c.TickInterval = 100 * time.Millisecond
 	}
 	if c.ElectionTicks <= 0 {
-		c.ElectionTicks = 10
+		c.ElectionTicks = 6
 	}
 	if c.HeartbeatTicks <= 0 {
-		c.HeartbeatTicks = 3
+		c.HeartbeatTicks = 2
 	}
 	if c.SnapshotEvery == 0 {
 		c.SnapshotEvery = 10000
