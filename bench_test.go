@@ -71,35 +71,10 @@ func runInsertBench(b *testing.B, db *sql.DB, writers int, nodes []*tandem.Node)
 	val := fmt.Sprintf("%x", value) // 1 KiB of text
 	entries0, requests0 := groupCommitCounters(b, nodes)
 
-	var next atomic.Int64
-	lat := make([][]time.Duration, writers)
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				key := fmt.Sprintf("%032d", i%10000)
-				t0 := time.Now()
-				if _, err := db.ExecContext(ctx, `INSERT OR REPLACE INTO model(key, value) VALUES (?, ?)`, key, val); err != nil {
-					b.Error(err)
-					return
-				}
-				lat[w] = append(lat[w], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	all := slices.Concat(lat...)
-	slices.Sort(all)
+	all, elapsed := runWorkers(b, writers, func(i int64) error {
+		_, err := db.ExecContext(ctx, `INSERT OR REPLACE INTO model(key, value) VALUES (?, ?)`, fmt.Sprintf("%032d", i%10000), val)
+		return err
+	})
 	if len(all) == 0 {
 		return
 	}
@@ -185,11 +160,27 @@ func runReadBench(b *testing.B, db *sql.DB, readers, keys int) {
 			b.Fatal(err)
 		}
 	}
+	all, elapsed := runWorkers(b, readers, func(i int64) error {
+		var v string
+		err := db.QueryRowContext(ctx, `SELECT value FROM model WHERE key = ?`, fmt.Sprintf("%032d", i%int64(keys))).Scan(&v)
+		if err == nil && len(v) != 1024 {
+			err = fmt.Errorf("value of %d bytes, want 1024", len(v))
+		}
+		return err
+	})
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "reads/s")
+}
+
+// runWorkers runs op for i = 1..b.N on n goroutines, with the benchmark timer running, and
+// returns the sorted latencies of the operations that succeeded and the time it all took. The
+// first error of a worker fails the benchmark and stops that worker.
+func runWorkers(b *testing.B, n int, op func(i int64) error) ([]time.Duration, time.Duration) {
 	var next atomic.Int64
+	lat := make([][]time.Duration, n)
 	var wg sync.WaitGroup
 	b.ResetTimer()
 	start := time.Now()
-	for range readers {
+	for w := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -198,14 +189,19 @@ func runReadBench(b *testing.B, db *sql.DB, readers, keys int) {
 				if i > int64(b.N) {
 					return
 				}
-				var v string
-				if err := db.QueryRowContext(ctx, `SELECT value FROM model WHERE key = ?`, fmt.Sprintf("%032d", i%int64(keys))).Scan(&v); err != nil || len(v) != 1024 {
-					b.Error(err, len(v))
+				t0 := time.Now()
+				if err := op(i); err != nil {
+					b.Error(err)
 					return
 				}
+				lat[w] = append(lat[w], time.Since(t0))
 			}
 		}()
 	}
 	wg.Wait()
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "reads/s")
+	elapsed := time.Since(start)
+	b.StopTimer()
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	return all, elapsed
 }

@@ -213,13 +213,7 @@ func runBenchSQL(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if strings.ContainsAny(*dbName, "/?#") || *dbName == "" {
 		return usageError{"--db must be a plain name"}
 	}
-	started := time.Now()
-	outDir := *out
-	if outDir == "" {
-		outDir = "bench-sql-" + started.Format("20060102-150405")
-	}
-	params := map[string]string{}
-	fs.VisitAll(func(f *flag.Flag) { params[f.Name] = f.Value.String() })
+	sum, outDir := newBenchSummary("sql", fs, args, *out)
 
 	// The cluster: given, or started here.
 	var nodes *benchNodes
@@ -244,7 +238,7 @@ func runBenchSQL(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		for _, n := range nodes.nodes {
 			addrs = append(addrs, n.addr)
 		}
-		params["cluster"] = "self-started, 3 nodes: " + strings.Join(addrs, ",")
+		sum.Params["cluster"] = "self-started, 3 nodes: " + strings.Join(addrs, ",")
 	} else {
 		cctx, cancel := context.WithTimeout(ctx, *cf.timeout)
 		c, err = cf.connect(cctx)
@@ -286,10 +280,6 @@ func runBenchSQL(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	pr := newProgressPrinter(stderr, *duration)
 	base.Progress = pr.print
 
-	sum := report.Summary{
-		Benchmark: "sql", Command: report.CommandLine(append([]string{"tandem", "bench", "sql"}, args...)),
-		Started: started.UTC(), Machine: report.ThisMachine(), Params: params,
-	}
 	pids := nodes.pids()
 	var runErr error
 loop:
@@ -421,4 +411,19 @@ func parseChoices(flagName, value string, allowed ...string) ([]string, error) {
 		}
 	}
 	return items, nil
+}
+
+// newBenchSummary starts the summary of a benchmark run: its command line, the machine, the
+// effective flag values, and the results directory (--out, or bench-NAME-YYYYMMDD-HHMMSS).
+func newBenchSummary(name string, fs *flag.FlagSet, args []string, out string) (report.Summary, string) {
+	started := time.Now()
+	if out == "" {
+		out = "bench-" + name + "-" + started.Format("20060102-150405")
+	}
+	params := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) { params[f.Name] = f.Value.String() })
+	return report.Summary{
+		Benchmark: name, Command: report.CommandLine(append([]string{"tandem", "bench", name}, args...)),
+		Started: started.UTC(), Machine: report.ThisMachine(), Params: params,
+	}, out
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -65,13 +64,8 @@ func runBenchFailover(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	started := time.Now()
-	outDir := *out
-	if outDir == "" {
-		outDir = "bench-failover-" + started.Format("20060102-150405")
-	}
-	params := map[string]string{}
-	fs.VisitAll(func(f *flag.Flag) { params[f.Name] = f.Value.String() })
+	sum, outDir := newBenchSummary("failover", fs, args, *out)
+	sum.Failover = &report.Failover{}
 
 	nodes, c, err := startBenchCluster(ctx, stderr, false)
 	if err != nil {
@@ -90,7 +84,7 @@ func runBenchFailover(ctx context.Context, args []string, stdout, stderr io.Writ
 	for _, n := range nodes.nodes {
 		addrs = append(addrs, n.addr)
 	}
-	params["cluster"] = "self-started, 3 nodes: " + strings.Join(addrs, ",")
+	sum.Params["cluster"] = "self-started, 3 nodes: " + strings.Join(addrs, ",")
 	if _, err := c.Exec(ctx, failoverDB, failoverSchema); err != nil {
 		return fmt.Errorf("creating the table: %w", err)
 	}
@@ -99,10 +93,6 @@ func runBenchFailover(ctx context.Context, args []string, stdout, stderr io.Writ
 		c: c, nodes: nodes, exe: exe, ledger: failover.NewLedger(), workers: *workers, opTimeout: *opTimeout,
 		settle: *settle, resumeTimeout: *resumeTimeout, catchUpTimeout: *catchUpTimeout,
 		progress: newProgressPrinter(stderr, 0), stderr: stderr,
-	}
-	sum := report.Summary{
-		Benchmark: "failover", Command: report.CommandLine(append([]string{"tandem", "bench", "failover"}, args...)),
-		Started: started.UTC(), Machine: report.ThisMachine(), Params: params, Failover: &report.Failover{},
 	}
 	var runErr error
 	for i, phase := range phaseList {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -45,18 +44,8 @@ func runBenchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	started := time.Now()
-	outDir := *out
-	if outDir == "" {
-		outDir = "bench-idle-" + started.Format("20060102-150405")
-	}
-	params := map[string]string{}
-	fs.VisitAll(func(f *flag.Flag) { params[f.Name] = f.Value.String() })
-	sum := report.Summary{
-		Benchmark: "idle", Command: report.CommandLine(append([]string{"tandem", "bench", "idle"}, args...)),
-		Started: started.UTC(), Machine: report.ThisMachine(), Params: params,
-		Idle: &report.Idle{IntervalS: interval.Seconds()},
-	}
+	sum, outDir := newBenchSummary("idle", fs, args, *out)
+	sum.Idle = &report.Idle{IntervalS: interval.Seconds()}
 	var runErr error
 	for _, mode := range modeList {
 		run, nodes, err := idleMode(ctx, mode, *duration, *interval, *warmup, stderr)

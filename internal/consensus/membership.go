@@ -43,28 +43,34 @@ func (n *Node) changeMembership(ctx context.Context, cc func() *raftpb.ConfChang
 		if err := n.raft.ProposeConfChange(ctx, cc()); err != nil && !errors.Is(err, raft.ErrProposalDropped) {
 			return n.raftErr(err)
 		}
-		deadline := time.NewTimer(n.retryEvery())
-	wait:
-		for {
-			n.mu.Lock()
-			ok, err := done()
-			ch := n.changed
-			n.mu.Unlock()
-			if ok || err != nil {
-				deadline.Stop()
-				return err
-			}
-			select {
-			case <-ch:
-			case <-deadline.C:
-				break wait
-			case <-ctx.Done():
-				deadline.Stop()
-				return ctx.Err()
-			case <-n.stopc:
-				deadline.Stop()
-				return ErrStopped
-			}
+		if ok, err := n.awaitChange(ctx, done); ok || err != nil {
+			return err
+		}
+	}
+}
+
+// awaitChange checks cond (under n.mu) on every state change of the node for up to
+// retryEvery. It returns true once cond holds, false when the time is up, or the error of
+// cond, ctx or a stopped node.
+func (n *Node) awaitChange(ctx context.Context, cond func() (bool, error)) (bool, error) {
+	deadline := time.NewTimer(n.retryEvery())
+	defer deadline.Stop()
+	for {
+		n.mu.Lock()
+		ok, err := cond()
+		ch := n.changed
+		n.mu.Unlock()
+		if ok || err != nil {
+			return ok, err
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return false, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-n.stopc:
+			return false, ErrStopped
 		}
 	}
 }
@@ -139,27 +145,8 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 	}
 	for {
 		n.raft.TransferLeadership(ctx, n.cfg.ID, to)
-		deadline := time.NewTimer(n.retryEvery())
-	wait:
-		for {
-			n.mu.Lock()
-			leader, ch := n.leader, n.changed
-			n.mu.Unlock()
-			if leader == to {
-				deadline.Stop()
-				return nil
-			}
-			select {
-			case <-ch:
-			case <-deadline.C:
-				break wait
-			case <-ctx.Done():
-				deadline.Stop()
-				return ctx.Err()
-			case <-n.stopc:
-				deadline.Stop()
-				return ErrStopped
-			}
+		if ok, err := n.awaitChange(ctx, func() (bool, error) { return n.leader == to, nil }); ok || err != nil {
+			return err
 		}
 		if err := n.leaderErr(); err != nil {
 			// Leadership went elsewhere; only the old leader can retry.
