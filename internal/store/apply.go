@@ -85,6 +85,15 @@ func (s *Store) Apply(ents []Entry) error {
 			}
 			continue
 		}
+		if mine {
+			handed, err := s.handOff(t, e.Index, cmd)
+			if err != nil {
+				return s.diverge(txs, cmd.DB, e.Index, err)
+			}
+			if handed {
+				continue
+			}
+		}
 		if !t.began {
 			if err := s.beginApply(db); err != nil {
 				return s.diverge(txs, cmd.DB, e.Index, err)
@@ -122,6 +131,38 @@ func (s *Store) Apply(ents []Entry) error {
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// handOff lets the writer that executed this node's entry commit the transaction it kept
+// open, which is the apply of the entry on this node (see waiter): the leader then does not
+// replay its own changeset, and its answer to the clients does not wait for that replay.
+// It reports false when no writer holds the entry (it gave up, or rolled back when
+// committing failed): the caller applies the changeset as on any other node.
+func (s *Store) handOff(t *applyTx, index uint64, cmd *command) (bool, error) {
+	if t.began {
+		// Not reached: a writer holding its transaction would have kept the apply
+		// connection from beginning one. Commit what is open so that the order holds.
+		if err := s.finishApply(t); err != nil {
+			return false, err
+		}
+		t.began = false
+		t.db.applied.Store(t.idx)
+		t.db.noteApplied(t.bytes)
+		t.bytes = 0
+	}
+	h := s.takeHeld(proposalKey{cmd.ExecTerm, cmd.Seq}, index, cmd)
+	if h == nil {
+		return false, nil
+	}
+	if err := <-h.done; err != nil {
+		s.log.Warn("store: the writer could not commit its entry; applying the changeset",
+			"db", cmd.DB, "index", index, "err", err)
+		return false, nil
+	}
+	t.idx = index
+	t.db.applied.Store(index)
+	t.db.noteApplied(len(cmd.Changeset))
+	return true, nil
 }
 
 // beginApply starts the write transaction of the apply connection. The writer of the same
@@ -182,6 +223,12 @@ func (s *Store) applyCommand(t *applyTx, index uint64, cmd *command) error {
 			}
 		}
 	}
+	return recordRequests(st, index, cmd)
+}
+
+// recordRequests stores the request records of the entry at index and trims the old ones;
+// every node does it in the transaction that applies the entry.
+func recordRequests(st *stmtCache, index uint64, cmd *command) error {
 	for _, r := range cmd.Requests {
 		err := st.exec(`INSERT OR IGNORE INTO _tandem_requests(client_id, request_id, idx, result, at) VALUES(?, ?, ?, ?, ?)`,
 			int64(r.ClientID), int64(r.RequestID), int64(index), r.Result, cmd.WallTime)
@@ -198,11 +245,18 @@ func (s *Store) applyCommand(t *applyTx, index uint64, cmd *command) error {
 	return nil
 }
 
+// writeAppliedIndex records the database's applied index in its open transaction.
+func writeAppliedIndex(st *stmtCache, index uint64) error {
+	if err := st.exec(`INSERT OR REPLACE INTO _tandem_applied(id, idx) VALUES(1, ?)`, int64(index)); err != nil {
+		return fmt.Errorf("applied index: %w", err)
+	}
+	return nil
+}
+
 // finishApply records the applied index and commits.
 func (s *Store) finishApply(t *applyTx) error {
-	st := &t.db.applyStmt
-	if err := st.exec(`INSERT OR REPLACE INTO _tandem_applied(id, idx) VALUES(1, ?)`, int64(t.idx)); err != nil {
-		return fmt.Errorf("applied index: %w", err)
+	if err := writeAppliedIndex(&t.db.applyStmt, t.idx); err != nil {
+		return err
 	}
 	return t.db.applyConn.Exec("COMMIT")
 }

@@ -32,7 +32,8 @@ type fakeCluster struct {
 	proposed int
 	modOpts  func(*Options)
 	dropping bool
-	lead     int // index of the leading store
+	paused   bool // the applier feeds nothing while set
+	lead     int  // index of the leading store
 }
 
 var errFakeNotLeader = errors.New("fake: not the leader")
@@ -77,6 +78,14 @@ func (f *fakeCluster) elect(i int) {
 	for k, s := range f.stores {
 		s.LeaderChanged(term, k == i)
 	}
+}
+
+// setPaused stops or restarts feeding committed entries to the stores.
+func (f *fakeCluster) setPaused(on bool) {
+	f.mu.Lock()
+	f.paused = on
+	f.cond.Broadcast()
+	f.mu.Unlock()
 }
 
 func (f *fakeCluster) setDropping(on bool) {
@@ -211,7 +220,7 @@ func (f *fakeCluster) applier() {
 	defer close(f.done)
 	for {
 		f.mu.Lock()
-		for !f.stopped && f.fed == len(f.log) {
+		for !f.stopped && (f.fed == len(f.log) || f.paused) {
 			f.cond.Wait()
 		}
 		if f.stopped {

@@ -62,7 +62,7 @@ type Store struct {
 	applied   uint64
 	appliedC  chan struct{} // closed and replaced when applied grows or the store diverges
 	leader    leaderState
-	waiters   map[proposalKey]chan applyOutcome
+	waiters   map[proposalKey]waiter
 
 	propSeq atomic.Uint64
 	// Entries proposed by this node and the requests they carried: their ratio is the
@@ -70,6 +70,7 @@ type Store struct {
 	statEntries, statRequests atomic.Uint64
 	statCheckpoints           atomic.Uint64 // background checkpoints that copied frames
 	statCheckpointFrames      atomic.Uint64 // WAL frames those copied
+	statHeldCommits           atomic.Uint64 // own entries applied by committing the writer's transaction
 
 	// verifyExec (tests): the writer compares the content it executed with the content
 	// applied for its entry and records mismatches in verifyErrs.
@@ -88,8 +89,27 @@ type proposalKey struct{ term, seq uint64 }
 
 // applyOutcome tells a writer what became of its proposal.
 type applyOutcome struct {
+	index   uint64
+	err     error    // nil: applied at index (or, with handoff, committed once the writer commits)
+	handoff *handoff // the writer holds its executed transaction: commit it as the apply
+}
+
+// waiter is a writer waiting for the outcome of its proposal. A held waiter kept the
+// transaction it executed open (it holds the database's write lock) instead of rolling it
+// back: when the entry commits, Apply hands it the entry's index and the writer commits that
+// transaction as this node's apply of the entry, instead of Apply replaying the changeset.
+type waiter struct {
+	ch   chan applyOutcome // buffered: every send happens under Store.mu, at most once
+	held bool
+}
+
+// handoff is Apply's request to a held writer: record the entry at index and commit.
+// The writer answers on done; an error means it rolled back and Apply applies the entry
+// itself.
+type handoff struct {
 	index uint64
-	err   error // nil: applied at index
+	cmd   *command
+	done  chan error
 }
 
 // Open opens (or creates) the store in opts.Dir and reopens every database found there.
@@ -119,7 +139,7 @@ func Open(opts Options) (*Store, error) {
 		start:    time.Now(),
 		dbs:      map[string]*database{},
 		appliedC: make(chan struct{}),
-		waiters:  map[proposalKey]chan applyOutcome{},
+		waiters:  map[proposalKey]waiter{},
 	}
 	s.leader.changed = make(chan struct{})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -249,12 +269,14 @@ type Stats struct {
 	Requests         uint64 // requests those entries carried
 	Checkpoints      uint64 // background WAL checkpoints that copied frames into a database
 	CheckpointFrames uint64 // WAL frames those checkpoints copied
+	HeldCommits      uint64 // own entries applied by committing the executed transaction (see waiter)
 }
 
 // Stats returns the write-path counters.
 func (s *Store) Stats() Stats {
 	return Stats{Entries: s.statEntries.Load(), Requests: s.statRequests.Load(),
-		Checkpoints: s.statCheckpoints.Load(), CheckpointFrames: s.statCheckpointFrames.Load()}
+		Checkpoints: s.statCheckpoints.Load(), CheckpointFrames: s.statCheckpointFrames.Load(),
+		HeldCommits: s.statHeldCommits.Load()}
 }
 
 // CheckName returns an error wrapping ErrBadName unless name is a valid database name.
@@ -401,16 +423,16 @@ func (s *Store) leaderLost(term uint64) (lost bool, changed <-chan struct{}) {
 }
 
 func (s *Store) failWaitersLocked(match func(proposalKey) bool, err error) {
-	for k, ch := range s.waiters {
+	for k, w := range s.waiters {
 		if match(k) {
-			ch <- applyOutcome{err: err}
+			w.ch <- applyOutcome{err: err}
 			delete(s.waiters, k)
 		}
 	}
 }
 
-// register creates the waiter for a proposal of this node.
-func (s *Store) register(k proposalKey) (chan applyOutcome, error) {
+// register creates the waiter for a proposal of this node; held: see waiter.
+func (s *Store) register(k proposalKey, held bool) (chan applyOutcome, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -420,22 +442,41 @@ func (s *Store) register(k proposalKey) (chan applyOutcome, error) {
 		return nil, s.diverged
 	}
 	ch := make(chan applyOutcome, 1)
-	s.waiters[k] = ch
+	s.waiters[k] = waiter{ch: ch, held: held}
 	return ch, nil
 }
 
-func (s *Store) unregister(k proposalKey) {
+// unregister removes the waiter of k. It reports false when an outcome was already sent
+// (it is in the waiter's channel, and a handoff in it must be answered).
+func (s *Store) unregister(k proposalKey) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.waiters[k]
 	delete(s.waiters, k)
-	s.mu.Unlock()
+	return ok
 }
 
 // resolve delivers an outcome to the waiter of a proposal, if it is still waiting.
 func (s *Store) resolveLocked(k proposalKey, o applyOutcome) {
-	if ch, ok := s.waiters[k]; ok {
-		ch <- o
+	if w, ok := s.waiters[k]; ok {
+		w.ch <- o
 		delete(s.waiters, k)
 	}
+}
+
+// takeHeld hands the entry at index to the held writer of k, if one is waiting, and
+// returns the handoff to wait on (nil: no held writer; Apply applies the entry itself).
+func (s *Store) takeHeld(k proposalKey, index uint64, cmd *command) *handoff {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.waiters[k]
+	if !ok || !w.held {
+		return nil
+	}
+	h := &handoff{index: index, cmd: cmd, done: make(chan error, 1)}
+	w.ch <- applyOutcome{index: index, handoff: h}
+	delete(s.waiters, k)
+	return h
 }
 
 // leaderTime is the monotonic time since this store started, carried by entries.

@@ -274,7 +274,7 @@ func (wr *writer) commitTx(t *Tx, term, base uint64, seqBefore map[string]int64,
 		cmd.Requests = []requestRecord{{ClientID: t.clientID, RequestID: requestID, Result: encodeResult(nil, &res)}}
 	}
 	cmd.BaseIndex = base
-	index, err := wr.propose(term, cmd, 1)
+	index, err := wr.propose(term, cmd, 1, false)
 	if err != nil {
 		return Result{}, err
 	}

@@ -206,6 +206,12 @@ func (wr *writer) openConn() error {
 	if err != nil {
 		return fmt.Errorf("store: open writer connection: %w", err)
 	}
+	// The writer commits its held transactions (the leader's apply of its own entries):
+	// like the apply connection, it leaves checkpoints to the background checkpointer.
+	if err := c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint=%d", applyAutoCheckpoint)); err != nil {
+		c.Close()
+		return fmt.Errorf("store: open writer connection: %w", err)
+	}
 	wr.w = &wconn{conn: c, stmts: stmtCache{conn: c}}
 	wr.db.writerConn.Store(c)
 	return nil
@@ -427,15 +433,24 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 	if err != nil {
 		return fatal(err)
 	}
-	executedHash := wr.verifyBefore()
-	if err := c.Exec("ROLLBACK"); err != nil {
-		return fatal(err)
-	}
 	cmd.DDL = ddl
 	if len(cmd.Changeset) == 0 && len(cmd.DDL) == 0 && len(cmd.SeqChanges) == 0 {
 		// Nothing changed (reads, failures, no-op writes): nothing to replicate.
+		if err := c.Exec("ROLLBACK"); err != nil {
+			return fatal(err)
+		}
 		wr.answer(slots, wr.s.AppliedIndex(), nil)
 		return deferred
+	}
+	// The executed transaction stays open (held) and becomes this node's apply of the entry
+	// (see waiter), except when the tests verify that applying the changeset reproduces the
+	// executed content: then it is rolled back and the changeset applied as on a follower.
+	held := !wr.s.verifyExec
+	executedHash := wr.verifyBefore()
+	if !held {
+		if err := c.Exec("ROLLBACK"); err != nil {
+			return fatal(err)
+		}
 	}
 	for _, sl := range slots {
 		if sl.executed && sl.j.req.RequestID != 0 {
@@ -450,12 +465,46 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 			carried++
 		}
 	}
-	index, err := wr.propose(term, cmd, carried)
+	index, err := wr.propose(term, cmd, carried, held)
 	if err == nil {
 		wr.verifyAfter(executedHash, index)
 	}
+	if held && err != nil {
+		wr.rollbackHeld()
+	}
 	wr.answer(slots, index, err)
 	return deferred
+}
+
+// rollbackHeld ends a held transaction whose entry this node did not commit (it was skipped,
+// the wait was given up, the commit failed); Apply applies the entry if it commits after all.
+func (wr *writer) rollbackHeld() {
+	if wr.w == nil || wr.w.conn.Autocommit() {
+		return
+	}
+	if err := wr.w.conn.Exec("ROLLBACK"); err != nil {
+		wr.resetConn()
+	}
+}
+
+// commitHeld commits the held transaction as this node's apply of the entry h names: the
+// same request records and applied index that Apply writes on every other node.
+func (wr *writer) commitHeld(h *handoff) error {
+	st := &wr.w.stmts
+	err := recordRequests(st, h.index, h.cmd)
+	if err == nil {
+		err = writeAppliedIndex(st, h.index)
+	}
+	if err == nil {
+		err = wr.w.conn.Exec("COMMIT")
+	}
+	if err != nil {
+		wr.rollbackHeld()
+		return fmt.Errorf("store: commit entry %d: %w", h.index, err)
+	}
+	wr.db.applied.Store(h.index) // before the clients hear of it (Apply stores it too)
+	wr.s.statHeldCommits.Add(1)
+	return nil
 }
 
 // verifyBefore (tests) hashes the executed state before the rollback.
@@ -525,9 +574,11 @@ func (wr *writer) endEffects(sess *sqlite.Session, seqBefore map[string]int64) (
 	return &command{DB: wr.db.name, Changeset: cs, SeqChanges: seqDiff(seqBefore, seqAfter)}, nil
 }
 
-// propose replicates cmd and waits until this node has applied it.
-// requests is how many client requests the entry carries (for the batch-size counters).
-func (wr *writer) propose(term uint64, cmd *command, requests int) (uint64, error) {
+// propose replicates cmd and waits until this node has applied it. requests is how many
+// client requests the entry carries (for the batch-size counters). held: the writer's
+// transaction is still open and is committed here when Apply hands the entry over (an error
+// return leaves it open for the caller to roll back).
+func (wr *writer) propose(term uint64, cmd *command, requests int, held bool) (uint64, error) {
 	s := wr.s
 	cmd.Node = s.opts.NodeID
 	cmd.ExecTerm = term
@@ -535,30 +586,53 @@ func (wr *writer) propose(term uint64, cmd *command, requests int) (uint64, erro
 	cmd.LeaderTime = s.leaderTime()
 	cmd.WallTime = time.Now().UnixMilli()
 	k := proposalKey{term, cmd.Seq}
-	ch, err := s.register(k)
+	ch, err := s.register(k, held)
 	if err != nil {
 		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(wr.db.ctx, s.opts.ProposalTimeout)
 	defer cancel()
 	if err := s.opts.Proposer.Propose(ctx, encodeCommand(nil, cmd)); err != nil {
-		s.unregister(k)
-		return 0, fmt.Errorf("%w: propose: %w", ErrOutcomeUnknown, err)
+		return wr.giveUp(k, ch, fmt.Errorf("%w: propose: %w", ErrOutcomeUnknown, err))
 	}
 	s.statEntries.Add(1)
 	s.statRequests.Add(uint64(requests))
+	// A held writer owns the write lock: when Apply needs it for another entry of this
+	// database (one that makes this entry stale), it preempts, and the writer lets go.
+	var preempt chan struct{}
+	if held {
+		preempt = wr.db.preemptC
+	}
 	select {
 	case o := <-ch:
-		return o.index, o.err
+		return wr.outcome(o)
+	case <-preempt:
+		return wr.giveUp(k, ch, errPreempted)
 	case <-ctx.Done():
-		s.unregister(k)
-		select {
-		case o := <-ch: // applied (or failed) just now
-			return o.index, o.err
-		default:
-		}
-		return 0, fmt.Errorf("%w: waiting for apply: %w", ErrOutcomeUnknown, ctx.Err())
+		return wr.giveUp(k, ch, fmt.Errorf("%w: waiting for apply: %w", ErrOutcomeUnknown, ctx.Err()))
 	}
+}
+
+// giveUp stops waiting for the proposal k with err, unless its outcome has just been sent.
+func (wr *writer) giveUp(k proposalKey, ch chan applyOutcome, err error) (uint64, error) {
+	if wr.s.unregister(k) {
+		return 0, err
+	}
+	return wr.outcome(<-ch) // sent under the store's lock before the waiter was removed
+}
+
+// outcome turns what Apply sent into propose's result; a handoff is committed (and Apply,
+// waiting for it, told how that went).
+func (wr *writer) outcome(o applyOutcome) (uint64, error) {
+	if o.handoff == nil {
+		return o.index, o.err
+	}
+	err := wr.commitHeld(o.handoff)
+	o.handoff.done <- err
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+	}
+	return o.index, nil
 }
 
 // answer replies to every executed slot (and its duplicates) of a batch.

@@ -1,0 +1,126 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// waitWaiters waits until s has n writers waiting for their proposals.
+func waitWaiters(t *testing.T, s *Store, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		got := len(s.waiters)
+		s.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d waiters, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestLeaderCommitsItsHeldTransaction(t *testing.T) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(k INTEGER PRIMARY KEY, v)")
+	before := s.Stats().HeldCommits
+	res, err := s.Exec(context.Background(), testDB, Request{ClientID: 1, RequestID: 7, SQL: "INSERT INTO t(v) VALUES('a')"})
+	if err != nil || res.Err != nil {
+		t.Fatal(err, res.Err)
+	}
+	if got := s.Stats().HeldCommits - before; got != 1 {
+		t.Fatalf("held commits: %d, want 1", got)
+	}
+	// The commit carried what Apply writes on the followers: the applied index and the
+	// request record (a retry gets the first outcome back).
+	db, _ := s.database(testDB, false)
+	if got := db.applied.Load(); got != res.Index {
+		t.Fatalf("database applied index %d, entry %d", got, res.Index)
+	}
+	again, err := s.Exec(context.Background(), testDB, Request{ClientID: 1, RequestID: 7, SQL: "INSERT INTO t(v) VALUES('a')"})
+	if err != nil || again.Index != res.Index {
+		t.Fatalf("retry: %+v, %v; first at %d", again, err, res.Index)
+	}
+	f.sync()
+	f.requireSameContent(testDB)
+	if n := queryInt(t, f.stores[1], "SELECT count(*) FROM t"); n != 1 {
+		t.Fatalf("follower has %d rows", n)
+	}
+}
+
+func TestHeldWriterYieldsToAnotherLeadersEntry(t *testing.T) {
+	// The writer holds its executed transaction (and the write lock) while its proposal is
+	// lost; an entry of a new leader for the same database must still be applied: Apply
+	// preempts the writer, which rolls back and reports the outcome unknown.
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(v)")
+	f.setDropping(true)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Exec(context.Background(), testDB, Request{SQL: "INSERT INTO t VALUES(1)"})
+		errc <- err
+	}()
+	waitWaiters(t, s, 1)
+	db, _ := s.database(testDB, false)
+	cmd := &command{DB: testDB, Node: 99, ExecTerm: 2, Seq: 1, BaseIndex: db.applied.Load(), DDL: []string{"CREATE TABLE z(a)"}}
+	f.appendEntry(2, encodeCommand(nil, cmd))
+	f.sync()
+	if err := f.err(0); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("want ErrOutcomeUnknown, got %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held writer was not preempted")
+	}
+	if n := queryInt(t, s, "SELECT count(*) FROM sqlite_schema WHERE name = 'z'"); n != 1 {
+		t.Fatal("new leader's entry not applied")
+	}
+	if n := queryInt(t, s, "SELECT count(*) FROM t"); n != 0 {
+		t.Fatal("the rolled-back write left a row")
+	}
+}
+
+func TestEntryAppliedAfterHeldWriterGaveUp(t *testing.T) {
+	// The writer gives its proposal up (leadership changed) after the entry is in the log;
+	// the entry still commits, and this node applies it from the changeset like a follower.
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(v)")
+	f.setPaused(true)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Exec(context.Background(), testDB, Request{ClientID: 3, RequestID: 1, SQL: "INSERT INTO t VALUES(1)"})
+		errc <- err
+	}()
+	waitWaiters(t, s, 1)
+	before := s.Stats().HeldCommits
+	s.LeaderChanged(1, false)
+	if err := <-errc; !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("want ErrOutcomeUnknown, got %v", err)
+	}
+	f.setPaused(false)
+	f.sync()
+	for i := range f.stores {
+		if err := f.err(i); err != nil {
+			t.Fatalf("store %d: %v", i, err)
+		}
+	}
+	if got := s.Stats().HeldCommits - before; got != 0 {
+		t.Fatalf("held commits: %d, want 0", got)
+	}
+	if n := queryInt(t, s, "SELECT count(*) FROM t"); n != 1 {
+		t.Fatalf("%d rows on the old leader, want the committed one", n)
+	}
+	f.requireSameContent(testDB)
+}
