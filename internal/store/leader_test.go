@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -180,5 +182,32 @@ func TestFailoverKeepsRequestOutcomes(t *testing.T) {
 	f.requireSameContent(testDB)
 	if n := queryInt(t, f.stores[0], "SELECT count(*) FROM t"); n != 1 {
 		t.Fatalf("%d rows", n)
+	}
+}
+
+func TestFollowerCreatesNoDatabaseForAWrite(t *testing.T) {
+	f := newCluster(t, 2, nil)
+	follower := f.stores[1]
+	ctx := context.Background()
+	if _, err := follower.Exec(ctx, "fresh", Request{SQL: "CREATE TABLE t(x)"}); !errors.Is(err, errFakeNotLeader) {
+		t.Fatalf("Exec on a follower: %v, want the proposer's not-leader error", err)
+	}
+	if _, err := follower.Begin(ctx, "fresh", 1); !errors.Is(err, errFakeNotLeader) {
+		t.Fatalf("Begin on a follower: %v, want the proposer's not-leader error", err)
+	}
+	if dbs := follower.Databases(); len(dbs) != 0 {
+		t.Fatalf("the follower opened %v", dbs)
+	}
+	if _, err := os.Stat(filepath.Join(f.dirs[1], "db", "fresh.sqlite")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("database file on the follower: %v", err)
+	}
+	// The leader creates it, and the follower gets it by applying the entry.
+	mustExec(t, f.leader(), "CREATE TABLE IF NOT EXISTS t(x)") // testDB
+	if _, err := f.leader().Exec(ctx, "fresh", Request{SQL: "CREATE TABLE t(x)"}); err != nil {
+		t.Fatal(err)
+	}
+	f.sync()
+	if dbs := follower.Databases(); len(dbs) != 2 {
+		t.Fatalf("follower databases after apply: %v", dbs)
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -323,6 +324,22 @@ func (s *Store) database(name string, create bool) (*database, error) {
 	}
 	s.dbs[name] = db
 	return db, nil
+}
+
+// writable returns the named database for a write, creating it only on the leader: a
+// follower answers a write to a database it has never seen with the proposer's error (a
+// redirect) instead of leaving an empty file behind.
+func (s *Store) writable(ctx context.Context, name string) (*database, error) {
+	db, err := s.database(name, false)
+	if !errors.Is(err, ErrNoSuchDatabase) {
+		return db, err
+	}
+	if p := s.opts.Proposer; p != nil {
+		if _, err := p.LeaderReady(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s.database(name, true)
 }
 
 func (s *Store) unavailableLocked() error {

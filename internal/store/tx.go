@@ -48,7 +48,7 @@ func (s *Store) Begin(ctx context.Context, dbName string, clientID uint64) (*Tx,
 	if err := s.Diverged(); err != nil {
 		return nil, err
 	}
-	db, err := s.database(dbName, true)
+	db, err := s.writable(ctx, dbName)
 	if err != nil {
 		return nil, err
 	}

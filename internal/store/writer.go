@@ -71,7 +71,7 @@ func (s *Store) Exec(ctx context.Context, dbName string, req Request) (Result, e
 	if req.expiredNow() {
 		return Result{}, ErrDeadline
 	}
-	db, err := s.database(dbName, true)
+	db, err := s.writable(ctx, dbName)
 	if err != nil {
 		return Result{}, err
 	}
