@@ -25,6 +25,19 @@ func waitWaiters(t *testing.T, s *Store, n int) {
 	}
 }
 
+// execWaiting runs req in the background and returns once the writer waits for its
+// proposal; the channel gets Exec's error.
+func execWaiting(t *testing.T, s *Store, req Request) <-chan error {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Exec(context.Background(), testDB, req)
+		errc <- err
+	}()
+	waitWaiters(t, s, 1)
+	return errc
+}
+
 func TestLeaderCommitsItsHeldTransaction(t *testing.T) {
 	f := newCluster(t, 3, nil)
 	s := f.leader()
@@ -62,12 +75,7 @@ func TestHeldWriterYieldsToAnotherLeadersEntry(t *testing.T) {
 	s := f.leader()
 	mustExec(t, s, "CREATE TABLE t(v)")
 	f.setDropping(true)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := s.Exec(context.Background(), testDB, Request{SQL: "INSERT INTO t VALUES(1)"})
-		errc <- err
-	}()
-	waitWaiters(t, s, 1)
+	errc := execWaiting(t, s, Request{SQL: "INSERT INTO t VALUES(1)"})
 	db, _ := s.database(testDB, false)
 	cmd := &command{DB: testDB, Node: 99, ExecTerm: 2, Seq: 1, BaseIndex: db.applied.Load(), DDL: []string{"CREATE TABLE z(a)"}}
 	f.appendEntry(2, encodeCommand(nil, cmd))
@@ -98,12 +106,7 @@ func TestEntryAppliedAfterHeldWriterGaveUp(t *testing.T) {
 	s := f.leader()
 	mustExec(t, s, "CREATE TABLE t(v)")
 	f.setPaused(true)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := s.Exec(context.Background(), testDB, Request{ClientID: 3, RequestID: 1, SQL: "INSERT INTO t VALUES(1)"})
-		errc <- err
-	}()
-	waitWaiters(t, s, 1)
+	errc := execWaiting(t, s, Request{ClientID: 3, RequestID: 1, SQL: "INSERT INTO t VALUES(1)"})
 	before := s.Stats().HeldCommits
 	s.LeaderChanged(1, false)
 	if err := <-errc; !errors.Is(err, ErrOutcomeUnknown) {

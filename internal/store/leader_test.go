@@ -16,21 +16,7 @@ func TestLeaderChangeFailsWaiters(t *testing.T) {
 	s := f.leader()
 	mustExec(t, s, "CREATE TABLE t(v)")
 	f.setDropping(true)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := s.Exec(context.Background(), testDB, Request{SQL: "INSERT INTO t VALUES(1)"})
-		errc <- err
-	}()
-	// Wait until the writer waits for its proposal.
-	for {
-		s.mu.Lock()
-		n := len(s.waiters)
-		s.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	errc := execWaiting(t, s, Request{SQL: "INSERT INTO t VALUES(1)"})
 	s.LeaderChanged(2, false)
 	if err := <-errc; !errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("want ErrOutcomeUnknown, got %v", err)
