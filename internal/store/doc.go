@@ -10,11 +10,12 @@
 //     SaveSnapshot and RestoreSnapshot, which the consensus layer calls from one goroutine;
 //   - a pool of read-only connections for Query and ContentHash (WAL snapshots).
 //
-// Two internal tables live in every file and are written only by the apply connection, in
-// the same transaction as the changes they describe (so they never appear in changesets):
+// Two internal tables live in every file and are written only when an entry is applied (by
+// the apply connection, or on the leader by the writer's commit of its own entry), in the
+// same transaction as the changes they describe (so they never appear in changesets):
 // _tandem_applied(idx), the database's own applied index, and _tandem_requests, the outcome
-// of the requests that carried a request id, kept RequestRetention (2 minutes). Names with the prefix
-// _tandem_ are reserved: a statement whose text contains it is refused.
+// of the requests that carried a request id, kept RequestRetention (2 minutes). Names with
+// the prefix _tandem_ are reserved: a statement whose text contains it is refused.
 //
 // # Write path (leader)
 //

@@ -490,6 +490,11 @@ func (wr *writer) rollbackHeld() {
 // commitHeld commits the held transaction as this node's apply of the entry h names: the
 // same request records and applied index that Apply writes on every other node.
 func (wr *writer) commitHeld(h *handoff) error {
+	if wr.w == nil || wr.w.conn.Autocommit() {
+		// Never expected: writing the records outside the transaction would mark the entry
+		// applied without its changes. Apply applies it instead.
+		return errors.New("store: handoff to a writer without an open transaction")
+	}
 	st := &wr.w.stmts
 	err := recordRequests(st, h.index, h.cmd)
 	if err == nil {
