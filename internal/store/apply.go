@@ -167,10 +167,19 @@ func (s *Store) handOff(t *applyTx, index uint64, cmd *command) (bool, error) {
 
 // beginApply starts the write transaction of the apply connection. The writer of the same
 // database may hold the write lock only if this node just lost leadership; it is preempted.
+//
+// On the leader the writer commits schema changes itself (held entries), so the schema this
+// connection cached may be stale, and SQLite checks a CREATE's "already exists" against the
+// cached schema without re-reading it (a spurious divergence). Reading sqlite_schema
+// verifies the schema cookie and reloads the schema when it changed.
 func (s *Store) beginApply(db *database) error {
 	for {
 		err := db.applyConn.Exec("BEGIN IMMEDIATE")
 		if err == nil {
+			if _, err := db.applyStmt.query(`SELECT 1 FROM sqlite_schema LIMIT 0`); err != nil {
+				_ = db.applyConn.Exec("ROLLBACK")
+				return fmt.Errorf("read schema: %w", err)
+			}
 			return nil
 		}
 		if !errors.Is(err, sqlite.ErrBusy) && !errors.Is(err, sqlite.ErrLocked) {

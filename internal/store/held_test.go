@@ -127,3 +127,44 @@ func TestEntryAppliedAfterHeldWriterGaveUp(t *testing.T) {
 	}
 	f.requireSameContent(testDB)
 }
+
+func TestApplyConnectionSeesTheWritersSchemaChanges(t *testing.T) {
+	// The leader's writer commits schema changes itself (held); the apply connection, which
+	// applies the leader's interactive transactions, must not act on the schema it cached
+	// before (SQLite checks "already exists" against the cached schema without re-reading it).
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE t(v)")
+	mustExec(t, s, "CREATE INDEX i ON t(v)")
+	// The apply connection caches the schema with the index: an interactive transaction's
+	// entry is applied by it.
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := tx.Exec(ctx, "INSERT INTO t VALUES(1)", nil); err != nil || res.Err != nil {
+		t.Fatal(err, res.Err)
+	}
+	if _, err := tx.Commit(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, s, "DROP INDEX i") // committed by the writer
+	tx, err = s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := tx.Exec(ctx, "CREATE INDEX i ON t(v)", nil); err != nil || res.Err != nil {
+		t.Fatal(err, res.Err)
+	}
+	if _, err := tx.Commit(ctx, 2); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	f.sync()
+	for i := range f.stores {
+		if err := f.err(i); err != nil {
+			t.Fatalf("store %d: %v", i, err)
+		}
+	}
+	f.requireSameContent(testDB)
+}
