@@ -137,29 +137,21 @@ func TestApplyConnectionSeesTheWritersSchemaChanges(t *testing.T) {
 	ctx := context.Background()
 	mustExec(t, s, "CREATE TABLE t(v)")
 	mustExec(t, s, "CREATE INDEX i ON t(v)")
-	// The apply connection caches the schema with the index: an interactive transaction's
-	// entry is applied by it.
-	tx, err := s.Begin(ctx, testDB, 1)
-	if err != nil {
-		t.Fatal(err)
+	// An interactive transaction's entry is applied by the apply connection (not held).
+	txCommit := func(requestID uint64, sql string) {
+		t.Helper()
+		tx, err := s.Begin(ctx, testDB, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustTxExec(t, tx, sql)
+		if _, err := tx.Commit(ctx, requestID); err != nil {
+			t.Fatalf("commit of %q: %v", sql, err)
+		}
 	}
-	if res, err := tx.Exec(ctx, "INSERT INTO t VALUES(1)", nil); err != nil || res.Err != nil {
-		t.Fatal(err, res.Err)
-	}
-	if _, err := tx.Commit(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
-	mustExec(t, s, "DROP INDEX i") // committed by the writer
-	tx, err = s.Begin(ctx, testDB, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res, err := tx.Exec(ctx, "CREATE INDEX i ON t(v)", nil); err != nil || res.Err != nil {
-		t.Fatal(err, res.Err)
-	}
-	if _, err := tx.Commit(ctx, 2); err != nil {
-		t.Fatalf("commit: %v", err)
-	}
+	txCommit(1, "INSERT INTO t VALUES(1)") // the apply connection caches the schema with i
+	mustExec(t, s, "DROP INDEX i")         // committed by the writer
+	txCommit(2, "CREATE INDEX i ON t(v)")
 	f.sync()
 	for i := range f.stores {
 		if err := f.err(i); err != nil {
