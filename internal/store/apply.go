@@ -171,11 +171,16 @@ func (s *Store) handOff(t *applyTx, index uint64, cmd *command) (bool, error) {
 // On the leader the writer commits schema changes itself (held entries), so the schema this
 // connection cached may be stale, and SQLite checks a CREATE's "already exists" against the
 // cached schema without re-reading it (a spurious divergence). Reading sqlite_schema
-// verifies the schema cookie and reloads the schema when it changed.
+// verifies the schema cookie and reloads the schema when it changed. Only a database whose
+// writer has committed (on a node that leads or led) needs it: elsewhere this connection is
+// the only one that changes the schema.
 func (s *Store) beginApply(db *database) error {
 	for {
 		err := db.applyConn.Exec("BEGIN IMMEDIATE")
 		if err == nil {
+			if !db.writerCommitted.Load() {
+				return nil
+			}
 			if _, err := db.applyStmt.query(`SELECT 1 FROM sqlite_schema LIMIT 0`); err != nil {
 				_ = db.applyConn.Exec("ROLLBACK")
 				return fmt.Errorf("read schema: %w", err)

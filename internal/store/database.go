@@ -50,7 +50,10 @@ type database struct {
 	closing    bool                        // close called (under wmu)
 	writerDone chan struct{}               // closed when the writer goroutine exits (if it was started)
 	writerConn atomic.Pointer[sqlite.Conn] // published so that apply can Interrupt it
-	preemptC   chan struct{}               // apply asks the writer to give up the write lock
+	// writerCommitted: the writer has committed a transaction (held entries); from then on
+	// the apply connection re-reads the schema before each transaction (beginApply).
+	writerCommitted atomic.Bool
+	preemptC        chan struct{} // apply asks the writer to give up the write lock
 
 	// Background checkpoints (checkpoint.go).
 	ckptC     chan struct{} // wakes the checkpointer

@@ -501,6 +501,7 @@ func (wr *writer) commitHeld(h *handoff) error {
 		err = writeAppliedIndex(st, h.index)
 	}
 	if err == nil {
+		wr.db.writerCommitted.Store(true) // before the COMMIT: set whether or not it succeeds
 		err = wr.w.conn.Exec("COMMIT")
 	}
 	if err != nil {
