@@ -160,3 +160,27 @@ func TestApplyConnectionSeesTheWritersSchemaChanges(t *testing.T) {
 	}
 	f.requireSameContent(testDB)
 }
+
+func TestWriterSeesTheApplyConnectionsSchemaChanges(t *testing.T) {
+	// The other direction: an interactive transaction's schema change is committed by the
+	// apply connection; the writer's next batch must not see the schema it cached before.
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE t(v)")
+	mustExec(t, s, "CREATE INDEX i ON t(v)") // the writer caches the schema with i
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, "DROP INDEX i")
+	if _, err := tx.Commit(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Exec(ctx, testDB, Request{SQL: "CREATE INDEX i ON t(v)"})
+	if err != nil || res.Err != nil {
+		t.Fatalf("re-creating the index the transaction dropped: %v %v", err, res.Err)
+	}
+	f.sync()
+	f.requireSameContent(testDB)
+}
