@@ -315,6 +315,18 @@ func (f *fakeCluster) hashes(db string) []string {
 	return out
 }
 
+// requireHealthy waits until every store has applied the whole log and fails the test if
+// any of them diverged.
+func (f *fakeCluster) requireHealthy() {
+	f.t.Helper()
+	f.sync()
+	for i := range f.stores {
+		if err := f.err(i); err != nil {
+			f.t.Fatalf("store %d diverged: %v", i, err)
+		}
+	}
+}
+
 func (f *fakeCluster) requireSameContent(db string) {
 	f.t.Helper()
 	f.sync()

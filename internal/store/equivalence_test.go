@@ -161,12 +161,7 @@ func runEquivalence(t *testing.T, seed uint64, verify bool) {
 		}()
 	}
 	wg.Wait()
-	f.sync()
-	for i := range f.stores {
-		if err := f.err(i); err != nil {
-			t.Fatalf("store %d diverged: %v", i, err)
-		}
-	}
+	f.requireHealthy()
 	f.requireSameContent(testDB)
 	// Every entry reproduced, on apply, exactly what its batch executed on the leader.
 	s.verifyMu.Lock()

@@ -113,12 +113,7 @@ func TestEntryAppliedAfterHeldWriterGaveUp(t *testing.T) {
 		t.Fatalf("want ErrOutcomeUnknown, got %v", err)
 	}
 	f.setPaused(false)
-	f.sync()
-	for i := range f.stores {
-		if err := f.err(i); err != nil {
-			t.Fatalf("store %d: %v", i, err)
-		}
-	}
+	f.requireHealthy()
 	if got := s.Stats().HeldCommits - before; got != 0 {
 		t.Fatalf("held commits: %d, want 0", got)
 	}
@@ -128,59 +123,36 @@ func TestEntryAppliedAfterHeldWriterGaveUp(t *testing.T) {
 	f.requireSameContent(testDB)
 }
 
+// schemaCluster is a 3-store cluster whose leader has table t with index i.
+func schemaCluster(t *testing.T) (*fakeCluster, *Store) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(v)")
+	mustExec(t, s, "CREATE INDEX i ON t(v)")
+	return f, s
+}
+
 func TestApplyConnectionSeesTheWritersSchemaChanges(t *testing.T) {
 	// The leader's writer commits schema changes itself (held); the apply connection, which
 	// applies the leader's interactive transactions, must not act on the schema it cached
 	// before (SQLite checks "already exists" against the cached schema without re-reading it).
-	f := newCluster(t, 3, nil)
-	s := f.leader()
-	ctx := context.Background()
-	mustExec(t, s, "CREATE TABLE t(v)")
-	mustExec(t, s, "CREATE INDEX i ON t(v)")
-	// An interactive transaction's entry is applied by the apply connection (not held).
-	txCommit := func(requestID uint64, sql string) {
-		t.Helper()
-		tx, err := s.Begin(ctx, testDB, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mustTxExec(t, tx, sql)
-		if _, err := tx.Commit(ctx, requestID); err != nil {
-			t.Fatalf("commit of %q: %v", sql, err)
-		}
-	}
-	txCommit(1, "INSERT INTO t VALUES(1)") // the apply connection caches the schema with i
-	mustExec(t, s, "DROP INDEX i")         // committed by the writer
-	txCommit(2, "CREATE INDEX i ON t(v)")
-	f.sync()
-	for i := range f.stores {
-		if err := f.err(i); err != nil {
-			t.Fatalf("store %d: %v", i, err)
-		}
-	}
+	f, s := schemaCluster(t)
+	mustTxCommit(t, s, 1, "INSERT INTO t VALUES(1)") // the apply connection caches the schema with i
+	mustExec(t, s, "DROP INDEX i")                   // committed by the writer
+	mustTxCommit(t, s, 2, "CREATE INDEX i ON t(v)")
+	f.requireHealthy()
 	f.requireSameContent(testDB)
 }
 
 func TestWriterSeesTheApplyConnectionsSchemaChanges(t *testing.T) {
 	// The other direction: an interactive transaction's schema change is committed by the
 	// apply connection; the writer's next batch must not see the schema it cached before.
-	f := newCluster(t, 3, nil)
-	s := f.leader()
-	ctx := context.Background()
-	mustExec(t, s, "CREATE TABLE t(v)")
-	mustExec(t, s, "CREATE INDEX i ON t(v)") // the writer caches the schema with i
-	tx, err := s.Begin(ctx, testDB, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustTxExec(t, tx, "DROP INDEX i")
-	if _, err := tx.Commit(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
-	res, err := s.Exec(ctx, testDB, Request{SQL: "CREATE INDEX i ON t(v)"})
+	f, s := schemaCluster(t) // the writer caches the schema with i
+	mustTxCommit(t, s, 1, "DROP INDEX i")
+	res, err := s.Exec(context.Background(), testDB, Request{SQL: "CREATE INDEX i ON t(v)"})
 	if err != nil || res.Err != nil {
 		t.Fatalf("re-creating the index the transaction dropped: %v %v", err, res.Err)
 	}
-	f.sync()
+	f.requireHealthy()
 	f.requireSameContent(testDB)
 }

@@ -20,6 +20,20 @@ func mustTxExec(t *testing.T, tx *Tx, sql string, args ...sqlite.Value) Result {
 	return res
 }
 
+// mustTxCommit runs sql in an interactive transaction of client 1 and commits it with
+// requestID: its entry is applied by the apply connection, on the leader too.
+func mustTxCommit(t *testing.T, s *Store, requestID uint64, sql string) {
+	t.Helper()
+	tx, err := s.Begin(context.Background(), testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, sql)
+	if _, err := tx.Commit(context.Background(), requestID); err != nil {
+		t.Fatalf("commit of %q: %v", sql, err)
+	}
+}
+
 func TestTxCommitRollback(t *testing.T) {
 	f := newCluster(t, 3, nil)
 	s := f.leader()
