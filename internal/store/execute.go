@@ -225,6 +225,9 @@ func (w *wconn) run(text string, args []sqlite.Value, sessionEmpty func() bool, 
 		if err != nil {
 			return fail(err)
 		}
+		if err := checkReplicable(c); err != nil {
+			return fail(err)
+		}
 		ddl, additive := schemaDiff(before, after, sqlText)
 		if additive {
 			if err := w.rematerialize(before, after); err != nil {
@@ -502,6 +505,25 @@ func schemaDiff(before, after map[string]schemaObj, text string) (ddl []string, 
 		ddl = append(ddl, o.sql)
 	}
 	return ddl, true
+}
+
+// checkReplicable rejects a schema whose changes the session extension would not capture: a
+// table without PRIMARY KEY that has a column named _rowid_ (its rows are tracked by rowid,
+// and that name then means the column; SQLite 3.54 records no change for such a table at
+// all, which would leave the followers silently behind).
+func checkReplicable(c *sqlite.Conn) error {
+	rows, err := queryAll(c, `SELECT l.name FROM pragma_table_list AS l, pragma_table_info(l.name) AS c
+		WHERE l.schema = 'main' AND l.type = 'table' AND l.wr = 0 AND c.name = '_rowid_' COLLATE NOCASE
+		AND NOT EXISTS (SELECT 1 FROM pragma_table_info(l.name) AS k WHERE k.pk > 0)`)
+	if err != nil {
+		return err
+	}
+	if len(rows) > 0 {
+		name, _ := rows[0][0].(string)
+		return requestError(codeError, fmt.Sprintf("tandem: table %q has no PRIMARY KEY and a column named _rowid_: "+
+			"its changes cannot be replicated; declare a PRIMARY KEY or rename the column", name))
+	}
+	return nil
 }
 
 // nullPrimaryKey finds a row with a NULL in a primary key column that the session extension

@@ -85,6 +85,16 @@ func TestSchemaRules(t *testing.T) {
 	mustExec(t, s, "CREATE TABLE tp(k TEXT PRIMARY KEY, v)")
 	mustExec(t, s, "CREATE TABLE cp(a TEXT, b TEXT, PRIMARY KEY(a, b))")
 
+	// A table without PRIMARY KEY with a column named _rowid_: the session extension records
+	// none of its changes, so it is refused (SQLite itself refuses to add such a column later).
+	if e := execErr(t, s, "CREATE TABLE odd(_Rowid_ TEXT, v)"); !strings.Contains(e.Msg, "named _rowid_") {
+		t.Fatalf("table with a _rowid_ column: %v", e)
+	}
+	mustExec(t, s, "CREATE TABLE odd(a, v)")
+	if e := execErr(t, s, "ALTER TABLE odd ADD COLUMN _rowid_"); !strings.Contains(e.Msg, "rowid") {
+		t.Fatalf("_rowid_ column added: %v", e)
+	}
+	mustExec(t, s, "CREATE TABLE fine(_rowid_ TEXT PRIMARY KEY, v)")
 	if e := execErr(t, s, "INSERT INTO t VALUES(1, 1); ALTER TABLE t ADD COLUMN x"); !strings.Contains(e.Msg, "drops or alters") {
 		t.Fatalf("DDL after DML: %v", e)
 	}
