@@ -35,6 +35,11 @@ type Conn struct {
 	schemaVer     *Stmt
 	shapes        map[string]*tableShape
 	shapesVersion int64
+	// applyDirect's savepoint statements (SAVEPOINT, RELEASE, ROLLBACK TO).
+	applySP [3]*Stmt
+	// applyRetries counts the changes applyDirect had to retry after a constraint failure
+	// (for tests).
+	applyRetries int
 	// foreignKeys: opened with ForeignKeys; ApplyChangeset then needs FKNOACTION.
 	foreignKeys bool
 
@@ -177,7 +182,7 @@ func (c *Conn) Close() error {
 	for st := range c.stmts {
 		st.finalize()
 	}
-	c.xinfo, c.schemaVer, c.shapes = nil, nil, nil
+	c.xinfo, c.schemaVer, c.shapes, c.applySP = nil, nil, nil, [3]*Stmt{}
 	// Statements prepared outside this package's tracking cannot exist, but
 	// make sure nothing keeps the handle alive as a zombie.
 	for p := lib.Xsqlite3_next_stmt(c.tls, c.db, 0); p != 0; p = lib.Xsqlite3_next_stmt(c.tls, c.db, 0) {

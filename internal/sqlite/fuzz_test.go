@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 )
@@ -32,23 +33,30 @@ func FuzzApplyChangeset(f *testing.F) {
 	f.Add([]byte{'T', 3, 1, 0, 0, 'p', 'k', 0, 18, 0})
 	f.Add([]byte{'T', 0xff, 0xff, 0xff, 0xff, 0x7f})
 
-	dst, err := Open(filepath.Join(dir, "dst.db"), OpenOptions{DisableTriggers: true, ForeignKeys: true})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer dst.Close()
-	mustExec(f, dst, schema)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		mustExec(t, dst, "BEGIN")
-		err := dst.ApplyChangeset(data)
-		mustExec(t, dst, "ROLLBACK")
-		var se *Error
-		var ce *ConflictError
-		if err != nil && !errors.As(err, &se) && !errors.As(err, &ce) {
-			t.Fatalf("untyped error %T: %v", err, err)
+	// With foreign keys the library applies; without, applyDirect does.
+	var dsts []*Conn
+	for i, fk := range []bool{true, false} {
+		dst, err := Open(filepath.Join(dir, fmt.Sprintf("dst%d.db", i)), OpenOptions{DisableTriggers: true, ForeignKeys: fk})
+		if err != nil {
+			f.Fatal(err)
 		}
-		if !dst.Autocommit() {
-			t.Fatal("transaction left open")
+		defer dst.Close()
+		mustExec(f, dst, schema)
+		dsts = append(dsts, dst)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, dst := range dsts {
+			mustExec(t, dst, "BEGIN")
+			err := dst.ApplyChangeset(data)
+			mustExec(t, dst, "ROLLBACK")
+			var se *Error
+			var ce *ConflictError
+			if err != nil && !errors.As(err, &se) && !errors.As(err, &ce) {
+				t.Fatalf("untyped error %T: %v", err, err)
+			}
+			if !dst.Autocommit() {
+				t.Fatal("transaction left open")
+			}
 		}
 	})
 }

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"bytes"
+	"strings"
 
 	"modernc.org/libc"
 	lib "modernc.org/sqlite/lib"
@@ -182,6 +183,11 @@ func opName(op int32) string {
 // its own (SQLite wraps the apply in a SAVEPOINT, so a failed apply leaves nothing
 // behind).
 //
+// On a connection without foreign keys, changesets whose tables are all known
+// (tableShape.direct) are applied with statements of our own, cached per table
+// (applyDirect in apply.go), with the same conflict checks: the library prepares
+// its statements again on every call and expires those of the caller.
+//
 // Every table of cs is first checked against the target schema: a missing
 // table, or one whose column count or PRIMARY KEY columns differ, gives a
 // *ConflictError of Kind "schema" before anything is applied. Any conflict
@@ -203,8 +209,12 @@ func (c *Conn) ApplyChangeset(cs []byte) error {
 		return errorFor(tls, 0, lib.SQLITE_NOMEM)
 	}
 	defer lib.Xsqlite3_free(tls, p)
-	if err := c.checkChangesetSchema(p, len(cs)); err != nil {
+	direct, err := c.checkChangesetSchema(p, len(cs))
+	if err != nil {
 		return err
+	}
+	if direct && !c.foreignKeys {
+		return c.applyDirect(p, len(cs))
 	}
 	res := cMalloc(tls, resSize)
 	if res == 0 {
@@ -236,11 +246,17 @@ func (c *Conn) ApplyChangeset(cs []byte) error {
 // and, per column, its position in the PRIMARY KEY (0 = not in it).
 type tableShape struct {
 	pk []byte
+	// For applyDirect: the table, its columns in changeset order (the implicit rowid first,
+	// as rowidName), whether applyDirect can apply its changes, and its cached statements.
+	name   string
+	cols   []string
+	direct bool
+	stmts  applyStmts
 }
 
 // checkChangesetSchema walks the changeset at p and compares each table's
 // shape with the target's.
-func (c *Conn) checkChangesetSchema(p uintptr, n int) error {
+func (c *Conn) checkChangesetSchema(p uintptr, n int) (direct bool, err error) {
 	tls := c.tls
 	// sqlite3_changeset_iter *pIter; const char *zTab; int nCol; int op; unsigned char *abPK; int nPK
 	const (
@@ -256,11 +272,12 @@ func (c *Conn) checkChangesetSchema(p uintptr, n int) error {
 	defer tls.Free(oSize)
 	writePtr(m+oIter, 0)
 	if rc := lib.Xsqlite3changeset_start(tls, m+oIter, int32(n), p); rc != lib.SQLITE_OK {
-		return errorFor(tls, 0, rc)
+		return false, errorFor(tls, 0, rc)
 	}
 	it := readPtr(m + oIter)
 	defer lib.Xsqlite3changeset_finalize(tls, it)
 
+	direct = true
 	var (
 		lastName  []byte // NUL-terminated
 		lastPtr   uintptr
@@ -272,13 +289,13 @@ func (c *Conn) checkChangesetSchema(p uintptr, n int) error {
 	for {
 		rc := lib.Xsqlite3changeset_next(tls, it)
 		if rc == lib.SQLITE_DONE {
-			return nil
+			return direct, nil
 		}
 		if rc != lib.SQLITE_ROW {
-			return errorFor(tls, 0, rc)
+			return false, errorFor(tls, 0, rc)
 		}
 		if rc := lib.Xsqlite3changeset_op(tls, it, m+oTab, m+oNCol, m+oOp, 0); rc != lib.SQLITE_OK {
-			return errorFor(tls, 0, rc)
+			return false, errorFor(tls, 0, rc)
 		}
 		zTab, nCol := readPtr(m+oTab), readInt32(m+oNCol)
 		if firstDone && zTab == lastPtr && nCol == lastNCol && bytes.Equal(cview(zTab, len(lastName)), lastName) {
@@ -293,16 +310,17 @@ func (c *Conn) checkChangesetSchema(p uintptr, n int) error {
 			continue
 		}
 		if rc := lib.Xsqlite3changeset_pk(tls, it, m+oPK, m+oNPK); rc != lib.SQLITE_OK {
-			return errorFor(tls, 0, rc)
+			return false, errorFor(tls, 0, rc)
 		}
 		csPK := cview(readPtr(m+oPK), int(readInt32(m+oNPK)))
 		target, err := c.cachedTableShape(name, &version)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if target == nil || len(target.pk) != int(nCol) || !bytes.Equal(target.pk, csPK) {
-			return &ConflictError{Kind: ConflictSchema, Table: name, Op: opName(readInt32(m + oOp))}
+			return false, &ConflictError{Kind: ConflictSchema, Table: name, Op: opName(readInt32(m + oOp))}
 		}
+		direct = direct && target.direct
 		if checked == nil {
 			checked = make(map[string]bool)
 		}
@@ -321,6 +339,7 @@ func (c *Conn) cachedTableShape(name string, version *int64) (*tableShape, error
 		}
 		*version = v
 		if c.shapes == nil || c.shapesVersion != *version {
+			c.dropShapes()
 			c.shapes = make(map[string]*tableShape)
 			c.shapesVersion = *version
 		}
@@ -351,7 +370,7 @@ func (c *Conn) tableShape(name string) (*tableShape, error) {
 		return &tableShape{pk: []byte{1, 2, 0}}, nil
 	}
 	if c.xinfo == nil || c.xinfo.p == 0 {
-		st, _, err := c.Prepare("SELECT pk, hidden FROM pragma_table_xinfo(?1, 'main')")
+		st, _, err := c.Prepare("SELECT pk, hidden, name FROM pragma_table_xinfo(?1, 'main')")
 		if err != nil {
 			return nil, err
 		}
@@ -363,6 +382,7 @@ func (c *Conn) tableShape(name string) (*tableShape, error) {
 		return nil, err
 	}
 	var pk []byte
+	var cols []string
 	havePK := false
 	for {
 		row, err := st.Step()
@@ -377,7 +397,9 @@ func (c *Conn) tableShape(name string) (*tableShape, error) {
 		if hidden != 0 {
 			continue
 		}
+		col, _ := st.Column(2).(string)
 		pk = append(pk, byte(k))
+		cols = append(cols, col)
 		if k != 0 {
 			havePK = true
 		}
@@ -385,10 +407,17 @@ func (c *Conn) tableShape(name string) (*tableShape, error) {
 	if len(pk) == 0 {
 		return nil, nil
 	}
+	direct := true
 	if !havePK {
 		pk = append([]byte{1}, pk...)
+		for _, col := range cols {
+			if strings.EqualFold(col, rowidName) {
+				direct = false // the name would mean the column, not the rowid
+			}
+		}
+		cols = append([]string{rowidName}, cols...)
 	}
-	return &tableShape{pk: pk}, nil
+	return &tableShape{pk: pk, name: name, cols: cols, direct: direct}, nil
 }
 
 func (c *Conn) tableExists(name string) (bool, error) {
