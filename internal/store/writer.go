@@ -325,7 +325,7 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 	w := wr.w
 	c := w.conn
 	wr.drainPreempt()
-	if err := c.Exec("BEGIN IMMEDIATE"); err != nil {
+	if err := wr.w.stmts.exec("BEGIN IMMEDIATE"); err != nil { // cached, like SAVEPOINT
 		for _, j := range live {
 			j.finish(Result{}, fmt.Errorf("store: begin: %w", err))
 		}
@@ -502,7 +502,7 @@ func (wr *writer) commitHeld(h *handoff) error {
 	}
 	if err == nil {
 		wr.db.writerCommitted.Store(true) // before the COMMIT: set whether or not it succeeds
-		err = wr.w.conn.Exec("COMMIT")
+		err = wr.w.stmts.exec("COMMIT")
 	}
 	if err != nil {
 		wr.rollbackHeld()
