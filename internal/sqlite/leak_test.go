@@ -32,8 +32,15 @@ func TestNoCLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dst.Close()
+	// Without foreign keys the changesets go through applyDirect.
+	direct, err := Open(filepath.Join(dir, "direct.db"), OpenOptions{DisableTriggers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
 	mustExec(t, src, schema)
 	mustExec(t, dst, schema+"CREATE TABLE only_dst(x);")
+	mustExec(t, direct, schema)
 	mustExec(t, src, "CREATE TABLE missing(x)")
 	blob := make([]byte, 3000)
 	round := func(i int) {
@@ -83,6 +90,17 @@ func TestNoCLeaks(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustExec(t, dst, "ROLLBACK")
+		mustExec(t, direct, "BEGIN")
+		if err := direct.ApplyChangeset(cs); err != nil {
+			t.Fatal(err)
+		}
+		if err := direct.ApplyChangeset(cs); !errors.Is(err, ErrConflict) {
+			t.Fatal(err)
+		}
+		if err := direct.ApplyChangeset(cs[:len(cs)-3]); err == nil {
+			t.Fatal("truncated changeset applied")
+		}
+		mustExec(t, direct, "ROLLBACK")
 		s, _ = src.CreateSession()
 		mustExec(t, src, "BEGIN; INSERT INTO missing VALUES (1)")
 		cs, _ = s.Changeset()
