@@ -18,3 +18,5 @@ echo "== short fuzz runs of the frame decoder and the server's frame handling"
 go test -run '^$' -fuzz '^FuzzReadFrame$' -fuzztime 10s ./wire/
 go test -run '^$' -fuzz '^FuzzUnmarshal$' -fuzztime 10s ./wire/
 go test -run '^$' -fuzz '^FuzzServerFrames$' -fuzztime 15s ./server/
+echo "== short fuzz run of the changeset apply (library and direct paths)"
+go test -run '^$' -fuzz '^FuzzApplyChangeset$' -fuzztime 15s ./internal/sqlite/
