@@ -211,29 +211,17 @@ func (c *Conn) savepoint(k int) error {
 // returns retry with the changes that failed a constraint added.
 func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change) ([]change, error) {
 	tls := c.tls
-	const (
-		oIter = 0
-		oTab  = 8
-		oNCol = 16
-		oOp   = 20
-		oVal  = 24
-		oSize = 32
-	)
-	m := tls.Alloc(oSize)
-	defer tls.Free(oSize)
-	writePtr(m+oIter, 0)
-	if rc := lib.Xsqlite3changeset_start(tls, m+oIter, int32(n), p); rc != lib.SQLITE_OK {
-		return nil, errorFor(tls, 0, rc)
+	ci, err := c.startChangeset(p, n)
+	if err != nil {
+		return nil, err
 	}
-	it := readPtr(m + oIter)
-	defer lib.Xsqlite3changeset_finalize(tls, it)
-
+	defer ci.close()
 	var (
 		sh      *tableShape
 		lastTab []byte // NUL-terminated
 		mask    []byte
+		bindErr int32 // the first failed bind of the change
 	)
-	var bindErr int32 // the first failed sqlite3_bind_value of the change
 	bind := func(st *Stmt, i int, v uintptr) {
 		rc := int32(lib.SQLITE_CORRUPT) // a value the change must carry is missing
 		if v != 0 {
@@ -243,62 +231,50 @@ func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change) ([]cha
 			bindErr = rc
 		}
 	}
-	value := func(old bool, i int) uintptr {
-		writePtr(m+oVal, 0)
-		if old {
-			lib.Xsqlite3changeset_old(tls, it, int32(i), m+oVal)
-		} else {
-			lib.Xsqlite3changeset_new(tls, it, int32(i), m+oVal)
-		}
-		return readPtr(m + oVal)
-	}
 	for {
-		rc := lib.Xsqlite3changeset_next(tls, it)
-		if rc == lib.SQLITE_DONE {
-			break
+		zTab, ncol, op, ok, err := ci.next()
+		if err != nil {
+			return nil, err
 		}
-		if rc != lib.SQLITE_ROW {
-			return nil, errorFor(tls, 0, rc)
+		if !ok {
+			return retry, nil
 		}
-		if rc := lib.Xsqlite3changeset_op(tls, it, m+oTab, m+oNCol, m+oOp, 0); rc != lib.SQLITE_OK {
-			return nil, errorFor(tls, 0, rc)
-		}
-		if readInt32(m+oOp) != only {
+		if op != only {
 			continue
 		}
 		// The iterator may reuse its name buffer for the next table: compare the bytes.
-		if zTab := readPtr(m + oTab); sh == nil || !bytes.Equal(cview(zTab, len(lastTab)), lastTab) {
+		if sh == nil || !bytes.Equal(cview(zTab, len(lastTab)), lastTab) {
 			name := goString(zTab)
 			if sh = c.shapes[name]; sh == nil {
-				return nil, &ConflictError{Kind: ConflictSchema, Table: name, Op: opName(readInt32(m + oOp))}
+				return nil, &ConflictError{Kind: ConflictSchema, Table: name, Op: opName(op)}
 			}
 			lastTab = append(append(lastTab[:0], name...), 0)
 		}
-		op, ncol := readInt32(m+oOp), len(sh.cols)
-		var (
-			st  *Stmt
-			err error
-		)
+		if ncol != len(sh.cols) {
+			return nil, &ConflictError{Kind: ConflictSchema, Table: sh.name, Op: opName(op)}
+		}
+		var st *Stmt
+		bindErr = 0
 		switch op {
 		case lib.SQLITE_INSERT:
 			if st, err = c.insertStmt(sh); err != nil {
 				return nil, err
 			}
 			for i := range ncol {
-				bind(st, i+1, value(false, i))
+				bind(st, i+1, ci.value(false, i))
 			}
 		case lib.SQLITE_DELETE:
 			if st, err = c.deleteStmt(sh); err != nil {
 				return nil, err
 			}
 			for i := range ncol {
-				bind(st, i+1, value(true, i))
+				bind(st, i+1, ci.value(true, i))
 			}
 		case lib.SQLITE_UPDATE:
 			mask = mask[:0]
 			for i := range ncol {
 				var mod byte
-				if sh.pk[i] == 0 && value(false, i) != 0 {
+				if sh.pk[i] == 0 && ci.value(false, i) != 0 {
 					mod = 1
 				}
 				mask = append(mask, mod)
@@ -311,10 +287,10 @@ func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change) ([]cha
 			}
 			for i := range ncol {
 				if sh.pk[i] != 0 || mask[i] != 0 {
-					bind(st, i+1, value(true, i))
+					bind(st, i+1, ci.value(true, i))
 				}
 				if mask[i] != 0 {
-					bind(st, ncol+i+1, value(false, i))
+					bind(st, ncol+i+1, ci.value(false, i))
 				}
 			}
 		default:
@@ -326,7 +302,7 @@ func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change) ([]cha
 		err = c.runChange(sh, op, st, func(ex *Stmt) error {
 			for i := range ncol {
 				if sh.pk[i] != 0 {
-					bind(ex, i+1, value(true, i))
+					bind(ex, i+1, ci.value(true, i))
 				}
 			}
 			if bindErr != 0 {
@@ -335,14 +311,13 @@ func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change) ([]cha
 			return nil
 		})
 		if ce, ok := err.(*ConflictError); ok && ce.Kind == ConflictConstraint {
-			retry = append(retry, c.copyChange(sh, op, mask, value))
+			retry = append(retry, c.copyChange(sh, op, mask, ci.value))
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
 	}
-	return retry, nil
 }
 
 // runChange steps st, bound for one change, and checks the outcome. bindKey binds the

@@ -143,3 +143,24 @@ func TestApplyDirectCorruptChangesets(t *testing.T) {
 	}
 	t.Logf("%d of 5000 damaged changesets applied without error", applied)
 }
+
+func TestApplyDirectSameTableWithAnotherShape(t *testing.T) {
+	// A changeset is a sequence of table blocks; one made by concatenating two can name the
+	// same table twice with different column counts. The schema check once looked at a table
+	// only once: the library then skipped the odd block silently, and the direct apply
+	// indexed past the table's columns. Both paths must refuse the whole changeset.
+	a, _ := pair(t, "CREATE TABLE t(id INTEGER PRIMARY KEY, x);", OpenOptions{})
+	b, _ := pair(t, "CREATE TABLE t(id INTEGER PRIMARY KEY, x, y);", OpenOptions{})
+	cs := append(capture(t, a, "INSERT INTO t VALUES (1, 'a')"), capture(t, b, "INSERT INTO t VALUES (2, 'b', 'c')")...)
+	for _, fk := range []bool{false, true} {
+		dst := openT(t, fmt.Sprintf("dst%v.db", fk), OpenOptions{DisableTriggers: true, ForeignKeys: fk})
+		mustExec(t, dst, "CREATE TABLE t(id INTEGER PRIMARY KEY, x)")
+		err := dst.ApplyChangeset(cs)
+		if err == nil {
+			t.Fatalf("foreign_keys=%v: a block of another shape was applied", fk)
+		}
+		if rows := query(t, dst, "SELECT count(*) FROM t"); rows[0][0] != int64(0) {
+			t.Fatalf("foreign_keys=%v: %v rows left after a failed apply", fk, rows[0][0])
+		}
+	}
+}

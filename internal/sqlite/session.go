@@ -257,74 +257,49 @@ type tableShape struct {
 // checkChangesetSchema walks the changeset at p and compares each table's
 // shape with the target's.
 func (c *Conn) checkChangesetSchema(p uintptr, n int) (direct bool, err error) {
-	tls := c.tls
-	// sqlite3_changeset_iter *pIter; const char *zTab; int nCol; int op; unsigned char *abPK; int nPK
-	const (
-		oIter = 0
-		oTab  = 8
-		oNCol = 16
-		oOp   = 20
-		oPK   = 24
-		oNPK  = 32
-		oSize = 40
-	)
-	m := tls.Alloc(oSize)
-	defer tls.Free(oSize)
-	writePtr(m+oIter, 0)
-	if rc := lib.Xsqlite3changeset_start(tls, m+oIter, int32(n), p); rc != lib.SQLITE_OK {
-		return false, errorFor(tls, 0, rc)
+	ci, err := c.startChangeset(p, n)
+	if err != nil {
+		return false, err
 	}
-	it := readPtr(m + oIter)
-	defer lib.Xsqlite3changeset_finalize(tls, it)
-
+	defer ci.close()
 	direct = true
 	var (
 		lastName  []byte // NUL-terminated
 		lastPtr   uintptr
-		lastNCol  int32 = -1
-		checked   map[string]bool
+		lastNCol  = -1
 		firstDone bool
 		version   int64 = -1 // schema_version, read once per apply when needed
 	)
 	for {
-		rc := lib.Xsqlite3changeset_next(tls, it)
-		if rc == lib.SQLITE_DONE {
+		zTab, nCol, op, ok, err := ci.next()
+		if err != nil {
+			return false, err
+		}
+		if !ok {
 			return direct, nil
 		}
-		if rc != lib.SQLITE_ROW {
-			return false, errorFor(tls, 0, rc)
-		}
-		if rc := lib.Xsqlite3changeset_op(tls, it, m+oTab, m+oNCol, m+oOp, 0); rc != lib.SQLITE_OK {
-			return false, errorFor(tls, 0, rc)
-		}
-		zTab, nCol := readPtr(m+oTab), readInt32(m+oNCol)
 		if firstDone && zTab == lastPtr && nCol == lastNCol && bytes.Equal(cview(zTab, len(lastName)), lastName) {
 			continue // same table as the previous change
 		}
 		firstDone = true
-		nameLen := int(libc.Xstrlen(tls, zTab))
+		nameLen := int(libc.Xstrlen(c.tls, zTab))
 		lastName = goBytes(zTab, nameLen+1)
 		lastPtr, lastNCol = zTab, nCol
 		name := string(lastName[:nameLen])
-		if checked[name] {
-			continue
+		// Every block is checked, even for a table seen before: a concatenation of changesets
+		// can name a table twice with different shapes, and the library would skip the odd one.
+		csPK, err := ci.pk()
+		if err != nil {
+			return false, err
 		}
-		if rc := lib.Xsqlite3changeset_pk(tls, it, m+oPK, m+oNPK); rc != lib.SQLITE_OK {
-			return false, errorFor(tls, 0, rc)
-		}
-		csPK := cview(readPtr(m+oPK), int(readInt32(m+oNPK)))
 		target, err := c.cachedTableShape(name, &version)
 		if err != nil {
 			return false, err
 		}
-		if target == nil || len(target.pk) != int(nCol) || !bytes.Equal(target.pk, csPK) {
-			return false, &ConflictError{Kind: ConflictSchema, Table: name, Op: opName(readInt32(m + oOp))}
+		if target == nil || len(target.pk) != nCol || !bytes.Equal(target.pk, csPK) {
+			return false, &ConflictError{Kind: ConflictSchema, Table: name, Op: opName(op)}
 		}
 		direct = direct && target.direct
-		if checked == nil {
-			checked = make(map[string]bool)
-		}
-		checked[name] = true
 	}
 }
 
