@@ -159,9 +159,12 @@ func (c *Conn) existsStmt(sh *tableShape) (*Stmt, error) {
 type change struct {
 	sh       *tableShape
 	op       int32
-	old, new []Value // per column; for UPDATE, nil entries of new are unmodified columns
+	old, new []Value // per column; nil where the change carries no value
 	mask     []byte  // UPDATE: 1 for modified columns
 }
+
+// binder binds column col's old or new value of a change as parameter param of st.
+type binder func(st *Stmt, param int, old bool, col int) error
 
 // applyDirect applies the changeset at p (n bytes) inside a savepoint: a failure leaves
 // nothing behind. Every table was checked by checkChangesetSchema and is in c.shapes.
@@ -216,21 +219,21 @@ func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change) ([]cha
 		return nil, err
 	}
 	defer ci.close()
+	bind := func(st *Stmt, param int, old bool, col int) error {
+		v := ci.value(old, col)
+		if v == 0 {
+			return errorFor(tls, 0, lib.SQLITE_CORRUPT) // a value the change must carry is missing
+		}
+		if rc := lib.Xsqlite3_bind_value(tls, st.p, int32(param), v); rc != lib.SQLITE_OK {
+			return errorFor(tls, 0, rc)
+		}
+		return nil
+	}
 	var (
 		sh      *tableShape
 		lastTab []byte // NUL-terminated
 		mask    []byte
-		bindErr int32 // the first failed bind of the change
 	)
-	bind := func(st *Stmt, i int, v uintptr) {
-		rc := int32(lib.SQLITE_CORRUPT) // a value the change must carry is missing
-		if v != 0 {
-			rc = lib.Xsqlite3_bind_value(tls, st.p, int32(i), v)
-		}
-		if rc != lib.SQLITE_OK && bindErr == 0 {
-			bindErr = rc
-		}
-	}
 	for {
 		zTab, ncol, op, ok, err := ci.next()
 		if err != nil {
@@ -253,25 +256,8 @@ func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change) ([]cha
 		if ncol != len(sh.cols) {
 			return nil, &ConflictError{Kind: ConflictSchema, Table: sh.name, Op: opName(op)}
 		}
-		var st *Stmt
-		bindErr = 0
-		switch op {
-		case lib.SQLITE_INSERT:
-			if st, err = c.insertStmt(sh); err != nil {
-				return nil, err
-			}
-			for i := range ncol {
-				bind(st, i+1, ci.value(false, i))
-			}
-		case lib.SQLITE_DELETE:
-			if st, err = c.deleteStmt(sh); err != nil {
-				return nil, err
-			}
-			for i := range ncol {
-				bind(st, i+1, ci.value(true, i))
-			}
-		case lib.SQLITE_UPDATE:
-			mask = mask[:0]
+		mask = mask[:0]
+		if op == lib.SQLITE_UPDATE {
 			for i := range ncol {
 				var mod byte
 				if sh.pk[i] == 0 && ci.value(false, i) != 0 {
@@ -279,45 +265,70 @@ func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change) ([]cha
 				}
 				mask = append(mask, mod)
 			}
-			if st, err = c.updateStmt(sh, mask); err != nil {
-				return nil, err
-			}
-			if st == nil {
-				continue // nothing modified
-			}
-			for i := range ncol {
-				if sh.pk[i] != 0 || mask[i] != 0 {
-					bind(st, i+1, ci.value(true, i))
-				}
-				if mask[i] != 0 {
-					bind(st, ncol+i+1, ci.value(false, i))
-				}
-			}
-		default:
-			return nil, misuse("changeset operation %d", op)
 		}
-		if bindErr != 0 {
-			return nil, errorFor(tls, 0, bindErr)
-		}
-		err = c.runChange(sh, op, st, func(ex *Stmt) error {
-			for i := range ncol {
-				if sh.pk[i] != 0 {
-					bind(ex, i+1, ci.value(true, i))
-				}
-			}
-			if bindErr != 0 {
-				return errorFor(tls, 0, bindErr)
-			}
-			return nil
-		})
+		err = c.applyOne(sh, op, mask, bind)
 		if ce, ok := err.(*ConflictError); ok && ce.Kind == ConflictConstraint {
-			retry = append(retry, c.copyChange(sh, op, mask, ci.value))
+			retry = append(retry, c.copyChange(sh, op, mask, ci))
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
 	}
+}
+
+// applyOne applies one change: it picks the table's statement for op (and, for an UPDATE,
+// the modified columns in mask), binds the values the change carries with bind and checks
+// the outcome (runChange).
+func (c *Conn) applyOne(sh *tableShape, op int32, mask []byte, bind binder) error {
+	var (
+		st  *Stmt
+		err error
+	)
+	switch op {
+	case lib.SQLITE_INSERT:
+		st, err = c.insertStmt(sh)
+	case lib.SQLITE_DELETE:
+		st, err = c.deleteStmt(sh)
+	case lib.SQLITE_UPDATE:
+		st, err = c.updateStmt(sh, mask)
+		if err == nil && st == nil {
+			return nil // nothing modified
+		}
+	default:
+		return misuse("changeset operation %d", op)
+	}
+	if err != nil {
+		return err
+	}
+	n := len(sh.cols)
+	for i := range n {
+		switch {
+		case op == lib.SQLITE_INSERT:
+			err = bind(st, i+1, false, i) // every new value
+		case op == lib.SQLITE_DELETE:
+			err = bind(st, i+1, true, i) // every old value
+		case sh.pk[i] != 0:
+			err = bind(st, i+1, true, i) // the key
+		case mask[i] != 0:
+			if err = bind(st, i+1, true, i); err == nil { // the modified column's old value
+				err = bind(st, n+i+1, false, i) // and its new one
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return c.runChange(sh, op, st, func(ex *Stmt) error {
+		for i := range n {
+			if sh.pk[i] != 0 {
+				if err := bind(ex, i+1, true, i); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // runChange steps st, bound for one change, and checks the outcome. bindKey binds the
@@ -359,31 +370,14 @@ func (c *Conn) runChange(sh *tableShape, op int32, st *Stmt, bindKey func(*Stmt)
 	return &ConflictError{Kind: kind, Table: sh.name, Op: opName(op)}
 }
 
-// copyChange copies the current change's values out of the iterator (value(old, i)).
-func (c *Conn) copyChange(sh *tableShape, op int32, mask []byte, value func(bool, int) uintptr) change {
-	ch := change{sh: sh, op: op, mask: append([]byte(nil), mask...)}
+// copyChange copies the values of the iterator's current change (those it does not carry
+// stay nil), to retry it after the others.
+func (c *Conn) copyChange(sh *tableShape, op int32, mask []byte, ci *changesetIter) change {
 	n := len(sh.cols)
-	switch op {
-	case lib.SQLITE_INSERT:
-		ch.new = make([]Value, n)
-		for i := range n {
-			ch.new[i] = c.goValue(value(false, i))
-		}
-	case lib.SQLITE_DELETE:
-		ch.old = make([]Value, n)
-		for i := range n {
-			ch.old[i] = c.goValue(value(true, i))
-		}
-	case lib.SQLITE_UPDATE:
-		ch.old, ch.new = make([]Value, n), make([]Value, n)
-		for i := range n {
-			if sh.pk[i] != 0 || mask[i] != 0 {
-				ch.old[i] = c.goValue(value(true, i))
-			}
-			if mask[i] != 0 {
-				ch.new[i] = c.goValue(value(false, i))
-			}
-		}
+	ch := change{sh: sh, op: op, mask: append([]byte(nil), mask...), old: make([]Value, n), new: make([]Value, n)}
+	for i := range n {
+		ch.old[i] = c.goValue(ci.value(true, i))
+		ch.new[i] = c.goValue(ci.value(false, i))
 	}
 	return ch
 }
@@ -439,56 +433,11 @@ func (c *Conn) retryChanges(retry []change) error {
 
 // applyCopied applies a change kept by copyChange.
 func (c *Conn) applyCopied(ch change) error {
-	sh := ch.sh
-	n := len(sh.cols)
-	var (
-		st  *Stmt
-		err error
-	)
-	bind := func(i int, v Value) {
-		if err == nil {
-			err = st.bindValue(i, v)
+	return c.applyOne(ch.sh, ch.op, ch.mask, func(st *Stmt, param int, old bool, col int) error {
+		v := ch.new[col]
+		if old {
+			v = ch.old[col]
 		}
-	}
-	switch ch.op {
-	case lib.SQLITE_INSERT:
-		if st, err = c.insertStmt(sh); err != nil {
-			return err
-		}
-		for i := range n {
-			bind(i+1, ch.new[i])
-		}
-	case lib.SQLITE_DELETE:
-		if st, err = c.deleteStmt(sh); err != nil {
-			return err
-		}
-		for i := range n {
-			bind(i+1, ch.old[i])
-		}
-	case lib.SQLITE_UPDATE:
-		if st, err = c.updateStmt(sh, ch.mask); err != nil || st == nil {
-			return err
-		}
-		for i := range n {
-			if sh.pk[i] != 0 || ch.mask[i] != 0 {
-				bind(i+1, ch.old[i])
-			}
-			if ch.mask[i] != 0 {
-				bind(n+i+1, ch.new[i])
-			}
-		}
-	}
-	if err != nil {
-		return err
-	}
-	return c.runChange(sh, ch.op, st, func(ex *Stmt) error {
-		for i := range n {
-			if sh.pk[i] != 0 {
-				if err := ex.bindValue(i+1, ch.old[i]); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+		return st.bindValue(param, v)
 	})
 }
