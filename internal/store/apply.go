@@ -116,9 +116,6 @@ func (s *Store) Apply(ents []Entry) error {
 		if err := s.finishApply(t); err != nil {
 			return s.diverge(txs, t.db.name, t.idx, err)
 		}
-		t.began = false
-		t.db.applied.Store(t.idx)
-		t.db.noteApplied(t.bytes)
 	}
 	s.mu.Lock()
 	for _, o := range outcomes {
@@ -145,10 +142,6 @@ func (s *Store) handOff(t *applyTx, index uint64, cmd *command) (bool, error) {
 		if err := s.finishApply(t); err != nil {
 			return false, err
 		}
-		t.began = false
-		t.db.applied.Store(t.idx)
-		t.db.noteApplied(t.bytes)
-		t.bytes = 0
 	}
 	h := s.takeHeld(proposalKey{cmd.ExecTerm, cmd.Seq}, index, cmd)
 	if h == nil {
@@ -267,12 +260,20 @@ func writeAppliedIndex(st *stmtCache, index uint64) error {
 	return nil
 }
 
-// finishApply records the applied index and commits.
+// finishApply records the applied index, commits, and publishes the committed index (and
+// the bytes applied, for the checkpointer).
 func (s *Store) finishApply(t *applyTx) error {
 	if err := writeAppliedIndex(&t.db.applyStmt, t.idx); err != nil {
 		return err
 	}
-	return t.db.applyStmt.exec("COMMIT")
+	if err := t.db.applyStmt.exec("COMMIT"); err != nil {
+		return err
+	}
+	t.began = false
+	t.db.applied.Store(t.idx)
+	t.db.noteApplied(t.bytes)
+	t.bytes = 0
+	return nil
 }
 
 // diverge rolls back the open transactions, records the divergence and fails every waiter.
