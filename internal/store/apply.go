@@ -152,8 +152,7 @@ func (s *Store) handOff(t *applyTx, index uint64, cmd *command) (bool, error) {
 			"db", cmd.DB, "index", index, "err", err)
 		return false, nil
 	}
-	t.idx = index
-	t.db.applied.Store(index)
+	t.idx = index // the writer published db.applied before it answered done
 	t.db.noteApplied(len(cmd.Changeset))
 	return true, nil
 }

@@ -508,7 +508,7 @@ func (wr *writer) commitHeld(h *handoff) error {
 		wr.rollbackHeld()
 		return fmt.Errorf("store: commit entry %d: %w", h.index, err)
 	}
-	wr.db.applied.Store(h.index) // before the clients hear of it (Apply stores it too)
+	wr.db.applied.Store(h.index) // before the clients hear of it, and before Apply goes on
 	wr.s.statHeldCommits.Add(1)
 	return nil
 }
