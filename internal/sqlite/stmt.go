@@ -26,6 +26,44 @@ type Stmt struct {
 // (NULL initially; see ClearBindings). Call Reset before binding a statement
 // that has been stepped.
 func (s *Stmt) Bind(args []Value) error {
+	return s.bind(args, nil)
+}
+
+// BindAll is Bind for a statement run on a client's behalf: every parameter must get a
+// value from args. SQLite leaves a parameter without an argument NULL, which would store
+// NULLs nobody asked for (and an argument forgotten by the caller would go unnoticed).
+func (s *Stmt) BindAll(args []Value) error {
+	if s.p == 0 {
+		return errStmtClosed()
+	}
+	n := s.BindCount()
+	if n == 0 && len(args) == 0 {
+		return nil
+	}
+	var small [64]bool
+	seen := small[:]
+	if n+1 > len(small) {
+		seen = make([]bool, n+1)
+	}
+	if err := s.bind(args, seen); err != nil {
+		return err
+	}
+	for i := 1; i <= n; i++ {
+		if !seen[i] {
+			param := "?" + itoa(i)
+			if name := s.paramName(i); name != "" {
+				param = name
+			}
+			return &Error{Code: lib.SQLITE_RANGE, ExtendedCode: lib.SQLITE_RANGE,
+				Msg: "sqlite: no argument for parameter " + param + ": the statement has " + itoa(n) +
+					" parameters and got " + itoa(len(args)) + " arguments"}
+		}
+	}
+	return nil
+}
+
+// bind binds args and, when seen is not nil, marks the parameter indexes it bound.
+func (s *Stmt) bind(args []Value, seen []bool) error {
 	if s.p == 0 {
 		return errStmtClosed()
 	}
@@ -47,6 +85,9 @@ func (s *Stmt) Bind(args []Value) error {
 			if err := s.bindValue(k, a); err != nil {
 				return err
 			}
+			if seen != nil {
+				seen[k] = true
+			}
 			continue
 		}
 		i := s.paramIndex(nv.Name)
@@ -55,6 +96,9 @@ func (s *Stmt) Bind(args []Value) error {
 		}
 		if err := s.bindValue(i, nv.Value); err != nil {
 			return err
+		}
+		if seen != nil {
+			seen[i] = true
 		}
 	}
 	return nil
