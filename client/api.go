@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync/atomic"
 
 	"github.com/tandemdb/tandem/wire"
@@ -278,7 +279,11 @@ func (c *Client) Prepare(ctx context.Context, db, sql string) (*Stmt, error) {
 		return nil, err
 	}
 	p := resp.(*wire.Prepared)
-	return &Stmt{c: c, cn: cn, id: p.StmtID, db: db, sql: sql, numParams: int(p.NumParams), columns: p.Columns}, nil
+	n := int(p.NumParams)
+	if p.NumParams == math.MaxUint32 {
+		n = -1 // the server could not tell
+	}
+	return &Stmt{c: c, cn: cn, id: p.StmtID, db: db, sql: sql, numParams: n, columns: p.Columns}, nil
 }
 
 // idOn returns the statement id to use on cn, or 0 to send the SQL text.
@@ -289,7 +294,8 @@ func (s *Stmt) idOn(cn *conn) uint64 {
 	return s.id
 }
 
-// NumParams is the number of parameters the statement takes.
+// NumParams is the number of parameters the statement takes, or -1 when the server could not
+// tell (see Prepare in docs/protocol.md).
 func (s *Stmt) NumParams() int { return s.numParams }
 
 // Columns names the statement's result columns.

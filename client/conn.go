@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -198,7 +199,15 @@ func (cn *conn) writeLoop(w *wire.Writer) {
 			return
 		case <-cn.kick:
 		}
+		// With other requests of this connection in flight, their callers are likely
+		// runnable right now (woken by the same batch of answers): yield once so that their
+		// requests join this write. Alone, write at once.
 		cn.mu.Lock()
+		if len(cn.pending) > 1 {
+			cn.mu.Unlock()
+			runtime.Gosched()
+			cn.mu.Lock()
+		}
 		batch, cn.queue = cn.queue, batch[:0]
 		cn.mu.Unlock()
 		for i, b := range batch {

@@ -310,8 +310,16 @@ func (s *stmt) Close() error {
 	return nil
 }
 
-// NumInput returns -1: SQLite checks the arguments (named parameters make counting moot).
-func (s *stmt) NumInput() int { return -1 }
+// NumInput is the number of parameters the server found when it prepared the statement
+// (sqlite3_bind_parameter_count, so that database/sql checks the count before sending), or
+// -1 when it could not tell (the statement is kept as text, or the server did not compile
+// it); the server then checks the arguments when the statement runs.
+func (s *stmt) NumInput() int {
+	if s.cs == nil {
+		return -1
+	}
+	return s.cs.NumParams()
+}
 
 func (s *stmt) CheckNamedValue(nv *sqldriver.NamedValue) error { return checkNamedValue(nv) }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -287,7 +288,7 @@ func (n *sqlNode) handle(c *wiretest.Conn, id uint64, m wire.Message) {
 		n.mu.Lock()
 		n.stmts[sid] = m.SQL
 		n.mu.Unlock()
-		c.Reply(id, &wire.Prepared{StmtID: sid})
+		c.Reply(id, &wire.Prepared{StmtID: sid, NumParams: uint32(strings.Count(m.SQL, "?"))})
 	case *wire.CloseStmt:
 		n.mu.Lock()
 		delete(n.stmts, m.StmtID)

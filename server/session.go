@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -217,6 +219,12 @@ func (ss *session) writeLoop(w *wire.Writer) {
 				continue
 			}
 		}
+		if len(ss.out) == 0 && len(ss.sem) > 1 {
+			// Other requests of this connection are in flight; answers to several of them
+			// often come at once (one group commit): yield once so that those ready join
+			// this write. Alone, write at once.
+			runtime.Gosched()
+		}
 		if len(ss.out) == 0 {
 			if err := w.Flush(); err != nil {
 				broken = true
@@ -272,7 +280,7 @@ func (ss *session) handle(m wire.Message) wire.Message {
 	case *wire.Rollback:
 		return ss.rollback(m)
 	case *wire.Prepare:
-		return ss.prepare(m)
+		return ss.prepare(ctx, m)
 	case *wire.CloseStmt:
 		ss.mu.Lock()
 		_, ok := ss.stmts[m.StmtID]
@@ -339,20 +347,30 @@ func (ss *session) membership(ctx context.Context, op func() error) wire.Message
 	return &wire.OK{}
 }
 
-func (ss *session) prepare(m *wire.Prepare) wire.Message {
+func (ss *session) prepare(ctx context.Context, m *wire.Prepare) wire.Message {
 	if m.SQL == "" {
 		return &wire.Error{Code: wire.CodeBadRequest, Message: "empty SQL"}
 	}
 	if err := store.CheckName(m.DB); err != nil {
 		return errorMsg(err)
 	}
+	// The statement is compiled where it runs (writer or read pool), which caches compiled
+	// statements; here it is compiled once to count its parameters and to report SQLite's
+	// error at once, as other SQL databases do at Prepare. A database not created yet, a
+	// PRAGMA or several statements leave the count unknown (MaxUint32).
+	n, cols, ok, err := ss.srv.cfg.Store.Describe(ctx, m.DB, m.SQL)
+	if err != nil {
+		return errorMsg(err)
+	}
 	id := ss.srv.nextID.Add(1)
 	ss.mu.Lock()
 	ss.stmts[id] = stmtInfo{db: m.DB, sql: m.SQL}
 	ss.mu.Unlock()
-	// The statement is compiled where it runs (writer or read pool), which caches compiled
-	// statements; here it is only named. NumParams is unknown: MaxUint32.
-	return &wire.Prepared{StmtID: id, NumParams: ^uint32(0)}
+	p := &wire.Prepared{StmtID: id, NumParams: math.MaxUint32}
+	if ok && n < math.MaxUint32 {
+		p.NumParams, p.Columns = uint32(n), cols
+	}
+	return p
 }
 
 // resolve returns the database and SQL text of an Exec or Query.

@@ -229,6 +229,13 @@ func (s *Store) applyCommand(t *applyTx, index uint64, cmd *command) error {
 			}
 		}
 	}
+	if cmd.HasUserVersion {
+		// Not through the statement cache: each value is a statement of its own (PRAGMA
+		// takes no parameters).
+		if err := c.Exec(fmt.Sprintf("PRAGMA main.user_version = %d", cmd.UserVersion)); err != nil {
+			return fmt.Errorf("user_version: %w", err)
+		}
+	}
 	return recordRequests(st, index, cmd)
 }
 

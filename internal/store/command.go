@@ -23,7 +23,12 @@ var (
 const CommandKind byte = 0x01
 
 // commandVersion 2 added WallTime; version 1 entries (in older logs) decode with WallTime 0.
-const commandVersion byte = 2
+// Version 3 adds UserVersion; it is written only by entries that change user_version, so
+// that a node of an older version rejects (and reports) those entries alone.
+const (
+	commandVersion            byte = 2
+	commandVersionUserVersion byte = 3
+)
 
 // command is the payload of one Raft entry: the effects of one batch (or one interactive
 // transaction) on one database.
@@ -39,6 +44,14 @@ type command struct {
 	SeqChanges []seqChange
 	Changeset  []byte
 	Requests   []requestRecord
+	// UserVersion is PRAGMA user_version after the batch, when it changed (HasUserVersion).
+	UserVersion    int64
+	HasUserVersion bool
+}
+
+// empty reports whether c changes nothing (then there is nothing to replicate).
+func (c *command) empty() bool {
+	return len(c.Changeset) == 0 && len(c.DDL) == 0 && len(c.SeqChanges) == 0 && !c.HasUserVersion
 }
 
 // seqChange is a changed row of sqlite_sequence (Delete: the row went away).
@@ -58,7 +71,11 @@ var errCorrupt = errors.New("store: corrupt command")
 
 // encodeCommand appends the binary form of c to dst.
 func encodeCommand(dst []byte, c *command) []byte {
-	dst = append(dst, CommandKind, commandVersion)
+	v := commandVersion
+	if c.HasUserVersion {
+		v = commandVersionUserVersion
+	}
+	dst = append(dst, CommandKind, v)
 	dst = binary.AppendUvarint(dst, c.Node)
 	dst = binary.AppendUvarint(dst, c.ExecTerm)
 	dst = binary.AppendUvarint(dst, c.Seq)
@@ -87,6 +104,9 @@ func encodeCommand(dst []byte, c *command) []byte {
 		dst = binary.AppendUvarint(dst, r.RequestID)
 		dst = appendBytes(dst, r.Result)
 	}
+	if c.HasUserVersion {
+		dst = binary.AppendVarint(dst, c.UserVersion)
+	}
 	return dst
 }
 
@@ -97,7 +117,7 @@ func decodeCommand(b []byte) (*command, error) {
 		return nil, fmt.Errorf("%w: kind %#x", errCorrupt, k)
 	}
 	v := d.byte()
-	if v != 1 && v != commandVersion {
+	if v < 1 || v > commandVersionUserVersion {
 		return nil, fmt.Errorf("%w: unsupported version %d", errCorrupt, v)
 	}
 	c := &command{}
@@ -140,6 +160,9 @@ func decodeCommand(b []byte) (*command, error) {
 			r.RequestID = d.uvarint()
 			r.Result = d.bytes()
 		}
+	}
+	if v >= commandVersionUserVersion {
+		c.UserVersion, c.HasUserVersion = d.varint(), true
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail()

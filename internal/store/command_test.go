@@ -62,11 +62,35 @@ func TestCommandRoundTrip(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(empty, &command{}) {
 		t.Fatalf("empty command: %+v %v", empty, err)
 	}
+
+	// user_version travels in version 3 entries only: the others stay readable by nodes
+	// that know version 2 alone.
+	if b[1] != 2 {
+		t.Fatalf("an entry without user_version has version %d", b[1])
+	}
+	c.UserVersion, c.HasUserVersion = -5, true
+	b = encodeCommand(nil, c)
+	if b[1] != 3 {
+		t.Fatalf("an entry with user_version has version %d", b[1])
+	}
+	if got, err := decodeCommand(b); err != nil || !reflect.DeepEqual(got, c) {
+		t.Fatalf("round trip with user_version: %+v %v", got, err)
+	}
+	for i := range b {
+		if _, err := decodeCommand(b[:i]); err == nil {
+			t.Fatalf("version 3 truncated at %d accepted", i)
+		}
+	}
+	b[1] = 4
+	if _, err := decodeCommand(b); err == nil {
+		t.Fatal("version 4 accepted")
+	}
 }
 
 func FuzzDecodeCommand(f *testing.F) {
 	f.Add(encodeCommand(nil, sampleCommand()))
 	f.Add(encodeCommand(nil, &command{}))
+	f.Add(encodeCommand(nil, &command{DB: "d", UserVersion: 3, HasUserVersion: true}))
 	f.Add([]byte{CommandKind, commandVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := decodeCommand(b)

@@ -31,7 +31,7 @@ var equivalenceSchema = []string{
 
 // randomStatement returns one request's SQL. Some fail on purpose.
 func randomStatement(r *rand.Rand, step int) string {
-	switch r.IntN(26) {
+	switch r.IntN(27) {
 	case 0, 1:
 		return "INSERT INTO parent(name, r, b) VALUES('p' || abs(random() % 40), random() / 1e10, randomblob(8))"
 	case 2, 3:
@@ -75,6 +75,8 @@ func randomStatement(r *rand.Rand, step int) string {
 		return "UPDATE parent SET r = random(), created = datetime('now', '+' || abs(random() % 100) || ' seconds') WHERE id IN (SELECT id FROM parent ORDER BY random() LIMIT 2)"
 	case 24:
 		return "INSERT INTO child(parent_id, v) VALUES(999999, 1)" // FK violation
+	case 25:
+		return fmt.Sprintf("PRAGMA user_version = %d", r.IntN(1000)) // replicated with the entry
 	default:
 		return "UPDATE kv SET v = randomblob(4) WHERE k IN (SELECT k FROM kv ORDER BY random() LIMIT 3) RETURNING k"
 	}

@@ -159,11 +159,14 @@ func (w *wconn) run(text string, args []sqlite.Value, sessionEmpty func() bool, 
 				return fail(err)
 			}
 		}
-		if firstStmt && len(args) > 0 {
-			if err := st.Bind(args); err != nil {
-				st.Close()
-				return fail(err)
-			}
+		// Every parameter needs an argument; statements after the first get none (above).
+		bindArgs := args
+		if !firstStmt {
+			bindArgs = nil
+		}
+		if err := st.BindAll(bindArgs); err != nil {
+			st.Close()
+			return fail(err)
 		}
 		firstStmt = false
 		tc0 := c.TotalChanges()
@@ -389,8 +392,9 @@ func checkPragma(text string) error {
 		end++
 	}
 	name := strings.ToLower(rest[:end])
+	schema := ""
 	if i := strings.LastIndexByte(name, '.'); i >= 0 {
-		name = name[i+1:]
+		schema, name = name[:i], name[i+1:]
 	}
 	args := strings.TrimSpace(rest[end:])
 	switch {
@@ -400,8 +404,10 @@ func checkPragma(text string) error {
 		return nil
 	case name == "defer_foreign_keys":
 		return nil
+	case name == "user_version" && (schema == "" || schema == "main"):
+		return nil // replicated with the entry (command.UserVersion)
 	}
-	return requestError(codeError, "tandem: PRAGMA "+name+" is not allowed here (only reading pragmas and defer_foreign_keys)")
+	return requestError(codeError, "tandem: PRAGMA "+name+" is not allowed here (only reading pragmas, defer_foreign_keys and user_version)")
 }
 
 // firstKeyword returns the first word of a statement in upper case, skipping white space and

@@ -64,6 +64,11 @@ func hashConn(c *sqlite.Conn) (string, error) {
 		}
 		hashRows(h, "table "+name, rows)
 	}
+	uv, err := queryAll(c, `PRAGMA main.user_version`)
+	if err != nil {
+		return "", err
+	}
+	hashRows(h, "user_version", uv)
 	seq, err := queryAll(c, `SELECT name, seq FROM sqlite_sequence ORDER BY name, seq`)
 	if err == nil {
 		hashRows(h, "sqlite_sequence", seq)

@@ -23,6 +23,41 @@ type Rows struct {
 	done     bool
 }
 
+// Describe compiles sql on a read connection of the database and returns how many
+// parameters it takes (the largest parameter index, as sqlite3_bind_parameter_count) and
+// the names of its result columns. It runs nothing. ok is false, with no error, when the
+// statement cannot be described here: the database does not exist yet, the text holds
+// several statements, or it is a PRAGMA (SQLite applies some of them while compiling). err
+// is SQLite's error for a statement that does not compile.
+func (s *Store) Describe(ctx context.Context, dbName, sql string) (params int, columns []string, ok bool, err error) {
+	if err := s.Diverged(); err != nil {
+		return 0, nil, false, err
+	}
+	db, err := s.existing(dbName)
+	if err != nil || firstKeyword(sql) == "PRAGMA" {
+		return 0, nil, false, nil
+	}
+	c, err := db.acquireRead(ctx)
+	if err != nil {
+		return 0, nil, false, err
+	}
+	defer db.releaseRead(c)
+	st, tail, err := c.Prepare(sql)
+	if err != nil || st == nil {
+		return 0, nil, false, err
+	}
+	// Not kept in the read connection's cache: that holds checked read-only statements.
+	defer st.Close()
+	if !isBlank(tail) {
+		return 0, nil, false, nil
+	}
+	columns = make([]string, st.ColumnCount())
+	for i := range columns {
+		columns[i] = st.ColumnName(i)
+	}
+	return st.BindCount(), columns, true, nil
+}
+
 // Query runs one read-only statement on a pooled read connection, on this node's local state
 // (a WAL snapshot taken by its first step). The caller picks the consistency level by waiting
 // (WaitApplied) before it calls Query. Statements are prepared once per read connection and
@@ -69,12 +104,10 @@ func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sql
 		// PRAGMAs are checked on their text each time: never reused.
 		r.st, r.reusable = st, firstKeyword(sql) != "PRAGMA"
 	}
-	if len(args) > 0 {
-		if err := r.st.Bind(args); err != nil {
-			r.reusable = false
-			r.release()
-			return nil, err
-		}
+	if err := r.st.BindAll(args); err != nil {
+		r.reusable = false
+		r.release()
+		return nil, err
 	}
 	r.stop = c.InterruptOn(ctx)
 	ok, err := r.st.Step()

@@ -111,7 +111,22 @@ func TestSchemaRules(t *testing.T) {
 	if e := execErr(t, s, "INSERT INTO t VALUES(?, 1); INSERT INTO t VALUES(9, 9)", int64(5)); !strings.Contains(e.Msg, "single statement") {
 		t.Fatalf("args with several statements: %v", e)
 	}
-	for _, q := range []string{"BEGIN", "COMMIT", "VACUUM", "PRAGMA user_version = 3", "PRAGMA query_only(1)", "pragma main.recursive_triggers=1", "PRAGMA writable_schema=ON", "DROP TABLE _tandem_requests", "DELETE FROM _TANDEM_applied"} {
+	// A parameter without an argument is an error, not a NULL (nor, from a cached
+	// statement, the previous request's value): in one statement, in a script, in a query.
+	mustExec(t, s, "INSERT INTO t VALUES(?, ?)", int64(50), int64(51))
+	if e := execErr(t, s, "INSERT INTO t VALUES(?, ?)", int64(52)); !strings.Contains(e.Msg, "no argument for parameter ?2") {
+		t.Fatalf("missing argument: %v", e)
+	}
+	if e := execErr(t, s, "INSERT INTO t VALUES(53, 1); INSERT INTO t VALUES(?, 2)"); !strings.Contains(e.Msg, "no argument for parameter ?1") {
+		t.Fatalf("parameter in a script: %v", e)
+	}
+	if _, err := s.Query(context.Background(), testDB, "SELECT v FROM t WHERE id = ?", nil); err == nil || !strings.Contains(err.Error(), "no argument") {
+		t.Fatalf("query without its argument: %v", err)
+	}
+	if n := queryInt(t, s, "SELECT count(*) FROM t WHERE id IN (52, 53)"); n != 0 {
+		t.Fatalf("refused statements wrote %d rows", n)
+	}
+	for _, q := range []string{"BEGIN", "COMMIT", "VACUUM", "PRAGMA temp.user_version = 3", "PRAGMA query_only(1)", "pragma main.recursive_triggers=1", "PRAGMA writable_schema=ON", "DROP TABLE _tandem_requests", "DELETE FROM _TANDEM_applied"} {
 		if e := execErr(t, s, q); !strings.Contains(e.Msg, "tandem:") {
 			t.Fatalf("%q: %v", q, e)
 		}
@@ -213,4 +228,64 @@ func TestCreateTableAsSelectRows(t *testing.T) {
 			t.Fatalf("store %d: w has %d rows", i, n)
 		}
 	}
+}
+
+// PRAGMA user_version lives in the database header, where the session extension does not
+// look: the entry carries it, only when it changed, and every node ends with the same value.
+func TestUserVersionReplicated(t *testing.T) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	ctx := context.Background()
+	check := func(want int64) {
+		t.Helper()
+		f.sync()
+		for i, st := range f.stores {
+			if got := queryInt(t, st, "PRAGMA user_version"); got != want {
+				t.Fatalf("store %d: user_version %d, want %d", i, got, want)
+			}
+		}
+	}
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+	mustExec(t, s, "PRAGMA user_version = 7")
+	check(7)
+	mustExec(t, s, "INSERT INTO t VALUES(1); PRAGMA main.user_version = 8") // a migration script
+	check(8)
+	if e := execErr(t, s, "PRAGMA user_version = 99; INSERT INTO nosuch VALUES(1)"); !strings.Contains(e.Msg, "no such table") {
+		t.Fatalf("failing script: %v", e)
+	}
+	check(8)
+
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := tx.Exec(ctx, "PRAGMA user_version = 20", nil); err != nil || res.Err != nil {
+		t.Fatalf("in a transaction: %v %v", err, res.Err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	check(8)
+	if tx, err = s.Begin(ctx, testDB, 2); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := tx.Exec(ctx, "PRAGMA user_version = 21", nil); err != nil || res.Err != nil {
+		t.Fatalf("in a transaction: %v %v", err, res.Err)
+	}
+	if _, err := tx.Commit(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	check(21)
+
+	mustExec(t, s, "INSERT INTO t VALUES(2)")
+	f.sync()
+	ents := f.entries()
+	last, err := decodeCommand(ents[len(ents)-1].Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.HasUserVersion {
+		t.Fatalf("an entry that left user_version alone carries it: %+v", last)
+	}
+	f.requireSameContent(testDB)
 }

@@ -143,7 +143,7 @@ func (wr *writer) runTx(j *job) {
 		wr.resetConn()
 		return
 	}
-	base, seqBefore, sess, err := wr.beginEffects()
+	base, sess, err := wr.beginEffects()
 	if err != nil {
 		_ = c.Exec("ROLLBACK")
 		j.finish(Result{}, err)
@@ -177,7 +177,7 @@ func (wr *writer) runTx(j *job) {
 		select {
 		case op := <-t.ops:
 			if op.kind == txCommit {
-				res, err := wr.commitTx(t, term, base, seqBefore, sess, ddl, op.requestID)
+				res, err := wr.commitTx(t, term, base, sess, ddl, op.requestID)
 				sess = nil
 				if err != nil {
 					t.setErr(err)
@@ -233,7 +233,7 @@ func (wr *writer) runTx(j *job) {
 }
 
 // commitTx turns the open transaction into one entry. sess is closed in every case.
-func (wr *writer) commitTx(t *Tx, term, base uint64, seqBefore map[string]int64, sess *sqlite.Session,
+func (wr *writer) commitTx(t *Tx, term uint64, base effectsBase, sess *sqlite.Session,
 	ddl []string, requestID uint64) (Result, error) {
 	c := wr.w.conn
 	fail := func(err error) (Result, error) {
@@ -255,7 +255,7 @@ func (wr *writer) commitTx(t *Tx, term, base uint64, seqBefore map[string]int64,
 			return res, nil
 		}
 	}
-	cmd, err := wr.endEffects(sess, seqBefore)
+	cmd, err := wr.endEffects(sess, base)
 	sess = nil
 	if err != nil {
 		return fail(err)
@@ -266,14 +266,14 @@ func (wr *writer) commitTx(t *Tx, term, base uint64, seqBefore map[string]int64,
 		return Result{}, err
 	}
 	cmd.DDL = ddl
-	if len(cmd.Changeset) == 0 && len(cmd.DDL) == 0 && len(cmd.SeqChanges) == 0 {
+	if cmd.empty() {
 		return Result{Index: wr.s.AppliedIndex()}, nil
 	}
 	var res Result
 	if requestID != 0 {
 		cmd.Requests = []requestRecord{{ClientID: t.clientID, RequestID: requestID, Result: encodeResult(nil, &res)}}
 	}
-	cmd.BaseIndex = base
+	cmd.BaseIndex = base.index
 	index, err := wr.propose(term, cmd, 1, false)
 	if err != nil {
 		return Result{}, err

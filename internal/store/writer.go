@@ -353,7 +353,7 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 		}
 		return rest
 	}
-	base, seqBefore, sess, err := wr.beginEffects()
+	base, sess, err := wr.beginEffects()
 	if err != nil {
 		return fatal(err)
 	}
@@ -428,13 +428,13 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 		}
 	}
 
-	cmd, err := wr.endEffects(sess, seqBefore)
+	cmd, err := wr.endEffects(sess, base)
 	sess = nil
 	if err != nil {
 		return fatal(err)
 	}
 	cmd.DDL = ddl
-	if len(cmd.Changeset) == 0 && len(cmd.DDL) == 0 && len(cmd.SeqChanges) == 0 {
+	if cmd.empty() {
 		// Nothing changed (reads, failures, no-op writes): nothing to replicate.
 		if err := c.Exec("ROLLBACK"); err != nil {
 			return fatal(err)
@@ -458,7 +458,7 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 				ClientID: sl.j.req.ClientID, RequestID: sl.j.req.RequestID, Result: encodeResult(nil, &sl.res)})
 		}
 	}
-	cmd.BaseIndex = base
+	cmd.BaseIndex = base.index
 	carried := 0
 	for _, sl := range slots {
 		if sl.executed {
@@ -544,29 +544,44 @@ func (s *Store) recordVerify(msg string) {
 	s.verifyMu.Unlock()
 }
 
+// effectsBase is the state a batch (or transaction) starts from, read before it runs.
+type effectsBase struct {
+	index       uint64           // the database's applied index
+	seq         map[string]int64 // sqlite_sequence
+	userVersion int64            // PRAGMA user_version
+}
+
 // beginEffects reads what the batch's entry is relative to and starts the session.
-func (wr *writer) beginEffects() (base uint64, seq map[string]int64, sess *sqlite.Session, err error) {
+func (wr *writer) beginEffects() (base effectsBase, sess *sqlite.Session, err error) {
 	rows, err := wr.w.stmts.query(`SELECT idx FROM _tandem_applied WHERE id=1`)
 	if err != nil {
-		return 0, nil, nil, err
+		return base, nil, err
 	}
 	if len(rows) > 0 {
 		v, _ := rows[0][0].(int64)
-		base = uint64(v)
+		base.index = uint64(v)
 	}
-	if seq, err = readSeq(&wr.w.stmts); err != nil {
-		return 0, nil, nil, err
+	if base.seq, err = readSeq(&wr.w.stmts); err != nil {
+		return base, nil, err
+	}
+	if base.userVersion, err = readUserVersion(&wr.w.stmts); err != nil {
+		return base, nil, err
 	}
 	if sess, err = wr.w.conn.CreateSession(); err != nil {
-		return 0, nil, nil, err
+		return base, nil, err
 	}
-	return base, seq, sess, nil
+	return base, sess, nil
 }
 
-// endEffects collects the changeset and the sqlite_sequence changes and closes the session.
-func (wr *writer) endEffects(sess *sqlite.Session, seqBefore map[string]int64) (*command, error) {
+// endEffects collects the changeset, the sqlite_sequence changes and a changed user_version,
+// and closes the session.
+func (wr *writer) endEffects(sess *sqlite.Session, base effectsBase) (*command, error) {
 	defer sess.Close()
 	seqAfter, err := readSeq(&wr.w.stmts)
+	if err != nil {
+		return nil, err
+	}
+	uv, err := readUserVersion(&wr.w.stmts)
 	if err != nil {
 		return nil, err
 	}
@@ -577,7 +592,25 @@ func (wr *writer) endEffects(sess *sqlite.Session, seqBefore map[string]int64) (
 	if cs, err = dropTables(cs, isSequenceTable); err != nil {
 		return nil, err
 	}
-	return &command{DB: wr.db.name, Changeset: cs, SeqChanges: seqDiff(seqBefore, seqAfter)}, nil
+	cmd := &command{DB: wr.db.name, Changeset: cs, SeqChanges: seqDiff(base.seq, seqAfter)}
+	if uv != base.userVersion {
+		cmd.UserVersion, cmd.HasUserVersion = uv, true
+	}
+	return cmd, nil
+}
+
+// readUserVersion reads PRAGMA user_version, which Tandem replicates (the session extension
+// does not see it: it lives in the database header, not in a table).
+func readUserVersion(st *stmtCache) (int64, error) {
+	rows, err := st.query(`PRAGMA main.user_version`)
+	if err != nil {
+		return 0, fmt.Errorf("user_version: %w", err)
+	}
+	if len(rows) != 1 || len(rows[0]) != 1 {
+		return 0, fmt.Errorf("user_version: %d rows", len(rows))
+	}
+	v, _ := rows[0][0].(int64)
+	return v, nil
 }
 
 // propose replicates cmd and waits until this node has applied it. requests is how many
