@@ -47,8 +47,17 @@ type Member struct {
 	Applied uint64 `json:"applied_index,omitempty"` // only for the local node in Cluster
 }
 
-// ErrClosed is returned by the methods of a closed Node.
-var ErrClosed = errors.New("tandem: node closed")
+// Errors of a Node that stopped.
+var (
+	// ErrClosed is returned by the methods of a closed Node.
+	ErrClosed = errors.New("tandem: node closed")
+	// ErrRemoved is returned by the methods of a Node that was removed from its cluster
+	// (`tandem cluster remove`): it closes itself once it learns of the removal, as a
+	// removed member takes no further part in the cluster and must not serve stale data.
+	// Its data directory is left as it was; a restart from it finds the removal again. To
+	// add the machine back, start it with an empty directory and WithCluster.
+	ErrRemoved = errors.New("tandem: node removed from the cluster")
+)
 
 // Node is a running cluster member. Its methods are safe for concurrent use.
 type Node struct {
@@ -64,10 +73,12 @@ type Node struct {
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
 	close sync.Once
+	done  chan struct{} // closed when Close has finished
 
-	mu     sync.Mutex
-	joined chan struct{} // closed once the node is a member (at once unless joining)
-	joinEr error
+	mu      sync.Mutex
+	removed bool          // the node closed itself because it was removed
+	joined  chan struct{} // closed once the node is a member (at once unless joining)
+	joinEr  error
 }
 
 // New starts a node whose state lives in dir. With an empty dir and no WithCluster it
@@ -102,7 +113,7 @@ func New(dir string, opts ...Option) (*Node, error) {
 	if addr == "" {
 		addr = ln.Addr().String()
 	}
-	n := &Node{cfg: cfg, id: id, addr: addr, ln: ln, log: cfg.logger.With("node", id), joined: make(chan struct{})}
+	n := &Node{cfg: cfg, id: id, addr: addr, ln: ln, log: cfg.logger.With("node", id), joined: make(chan struct{}), done: make(chan struct{})}
 	n.ctx, n.stop = context.WithCancel(context.Background())
 
 	prop := &lazyProposer{}
@@ -151,6 +162,10 @@ func New(dir string, opts ...Option) (*Node, error) {
 		}
 	}()
 
+	// Not in n.wg: on removal this goroutine calls Close, which waits for n.wg. It ends when
+	// the node is closed, by its owner or by itself.
+	go n.closeOnRemoval()
+
 	if fresh && len(cfg.cluster) > 0 {
 		n.wg.Add(1)
 		go func() {
@@ -162,6 +177,46 @@ func New(dir string, opts ...Option) (*Node, error) {
 	}
 	n.log.Info("node started", "id", id, "addr", addr, "bootstrap", fresh && len(cfg.cluster) == 0, "joining", fresh && len(cfg.cluster) > 0)
 	return n, nil
+}
+
+// closeOnRemoval closes the node once consensus reports that it was removed.
+func (n *Node) closeOnRemoval() {
+	select {
+	case <-n.raft.Removed():
+	case <-n.ctx.Done():
+		return
+	}
+	n.mu.Lock()
+	n.removed = true
+	n.mu.Unlock()
+	n.log.Warn("this node was removed from the cluster; closing it (its data directory stays as it is)",
+		"problem", n.raft.Status().Problem)
+	if err := n.Close(); err != nil {
+		n.log.Error("closing the removed node", "err", err)
+	}
+}
+
+// Done is closed once the node has stopped: after Close returned, or after the node closed
+// itself because it was removed from the cluster (then Err returns ErrRemoved).
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Err is nil while the node runs; then ErrRemoved if the node closed itself because it was
+// removed from the cluster, or ErrClosed.
+func (n *Node) Err() error {
+	if n.ctx.Err() == nil {
+		return nil
+	}
+	return n.stoppedErr()
+}
+
+// stoppedErr says why a node whose context ended stopped.
+func (n *Node) stoppedErr() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.removed {
+		return ErrRemoved
+	}
+	return ErrClosed
 }
 
 // dialer returns how this node opens connections to its peers: TCP, then TLS if configured.
@@ -249,7 +304,7 @@ func (n *Node) Ready(ctx context.Context) error {
 		}
 		return ctx.Err()
 	case <-n.ctx.Done():
-		return ErrClosed
+		return n.stoppedErr()
 	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
@@ -263,7 +318,7 @@ func (n *Node) Ready(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-n.ctx.Done():
-			return ErrClosed
+			return n.stoppedErr()
 		}
 	}
 }
@@ -275,7 +330,7 @@ func (n *Node) Open(ctx context.Context, name string) (*sql.DB, error) {
 		return nil, err
 	}
 	if n.ctx.Err() != nil {
-		return nil, ErrClosed
+		return nil, n.stoppedErr()
 	}
 	conn, err := driver.NewConnector(driver.Config{Client: client.Config{Addrs: []string{n.addr}, TLS: n.cfg.tlsClient, Name: "embedded"}, DB: name})
 	if err != nil {
@@ -302,7 +357,7 @@ func (n *Node) Leader(ctx context.Context) (uint64, string, error) {
 		case <-ctx.Done():
 			return 0, "", ctx.Err()
 		case <-n.ctx.Done():
-			return 0, "", ErrClosed
+			return 0, "", n.stoppedErr()
 		}
 	}
 }
@@ -351,6 +406,7 @@ func (n *Node) Close() error {
 		err = errors.Join(n.raft.Stop())
 		n.wg.Wait()
 		err = errors.Join(err, n.st.Close())
+		close(n.done)
 	})
 	return err
 }

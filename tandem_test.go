@@ -3,11 +3,14 @@ package tandem_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tandemdb/tandem"
+	"github.com/tandemdb/tandem/client"
 	"github.com/tandemdb/tandem/internal/testcluster"
 	"github.com/tandemdb/tandem/internal/tlsconfig"
 )
@@ -119,5 +122,126 @@ func TestOpenRejectsBadName(t *testing.T) {
 	nodes := startEmbedded(t, 1)
 	if _, err := nodes[0].Open(context.Background(), "bad name!"); err == nil {
 		t.Fatal("Open accepted an invalid database name")
+	}
+}
+
+// A node removed from the cluster closes itself and says why; a restart from its data
+// directory finds the removal again; the rest of the cluster keeps serving.
+func TestEmbeddedRemovedNodeStops(t *testing.T) {
+	nodes := startEmbedded(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "n4")
+	opts := []tandem.Option{tandem.WithID(4), tandem.WithAddress("127.0.0.1:0"), tandem.WithTickInterval(20 * time.Millisecond)}
+	fourth, err := tandem.New(dir, append(opts, tandem.WithCluster(nodes[0].Addr()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fourth.Close()
+	if err := fourth.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := fourth.Err(); err != nil {
+		t.Fatalf("Err of a running node: %v", err)
+	}
+
+	c, err := client.New(ctx, client.Config{Addrs: []string{nodes[0].Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Remove(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-fourth.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("the removed node did not stop")
+	}
+	if err := fourth.Err(); !errors.Is(err, tandem.ErrRemoved) {
+		t.Fatalf("Err = %v, want ErrRemoved", err)
+	}
+	if err := fourth.Ready(ctx); !errors.Is(err, tandem.ErrRemoved) {
+		t.Fatalf("Ready = %v, want ErrRemoved", err)
+	}
+	if _, err := fourth.Open(ctx, "app"); !errors.Is(err, tandem.ErrRemoved) {
+		t.Fatalf("Open = %v, want ErrRemoved", err)
+	}
+
+	// The others carry on without it.
+	db, err := nodes[1].Open(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE t(x)`); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := nodes[0].Cluster(ctx)
+	if err != nil || len(ms) != 3 {
+		t.Fatalf("members after the removal: %+v, %v", ms, err)
+	}
+
+	again, err := tandem.New(dir, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	select {
+	case <-again.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("a restart of the removed node did not stop")
+	}
+	if err := again.Err(); !errors.Is(err, tandem.ErrRemoved) {
+		t.Fatalf("restarted removed node: Err = %v, want ErrRemoved", err)
+	}
+}
+
+// A prepared statement is compiled on the leader: SQLite's error comes at Prepare, and
+// database/sql checks the number of arguments against the parameters the server counted.
+func TestEmbeddedPreparedStatements(t *testing.T) {
+	nodes := startEmbedded(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := nodes[1].Open(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// The database does not exist yet: the statement cannot be described, only run.
+	create, err := db.PrepareContext(ctx, `CREATE TABLE t(a, b)`)
+	if err != nil {
+		t.Fatalf("prepare before the database exists: %v", err)
+	}
+	if _, err := create.ExecContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	create.Close()
+	if _, err := db.PrepareContext(ctx, `INSERT INTO nosuch VALUES(?)`); err == nil || !strings.Contains(err.Error(), "no such table") {
+		t.Fatalf("prepare of a statement on a missing table: %v", err)
+	}
+	ins, err := db.PrepareContext(ctx, `INSERT INTO t VALUES(?, ?)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ins.Close()
+	if _, err := ins.ExecContext(ctx, 1); err == nil || !strings.Contains(err.Error(), "expected 2 arguments, got 1") {
+		t.Fatalf("one argument for two parameters: %v", err)
+	}
+	if _, err := ins.ExecContext(ctx, 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	same, err := db.PrepareContext(ctx, `SELECT count(*) FROM t WHERE a = ?1 OR b = ?1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer same.Close()
+	var n int
+	if err := same.QueryRowContext(ctx, 2).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("a parameter used twice: %d, %v", n, err)
+	}
+	// Without a prepared statement the server still refuses a missing argument.
+	if _, err := db.ExecContext(ctx, `INSERT INTO t VALUES(?, ?)`, 3); err == nil || !strings.Contains(err.Error(), "no argument for parameter") {
+		t.Fatalf("Exec with a missing argument: %v", err)
 	}
 }

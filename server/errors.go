@@ -45,7 +45,8 @@ func errorMsg(err error) wire.Message {
 		code = wire.CodeDiverged
 	case errors.Is(err, store.ErrNoSuchDatabase), errors.Is(err, store.ErrBadName), errors.Is(err, errBadArg):
 		code = wire.CodeBadRequest
-	case errors.Is(err, consensus.ErrStopped), errors.Is(err, context.Canceled), errors.Is(err, store.ErrClosed):
+	case errors.Is(err, consensus.ErrStopped), errors.Is(err, consensus.ErrRemoved),
+		errors.Is(err, context.Canceled), errors.Is(err, store.ErrClosed):
 		code = wire.CodeUnavailable
 	}
 	return &wire.Error{Code: code, Message: err.Error()}

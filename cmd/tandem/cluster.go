@@ -120,7 +120,7 @@ func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		if err := c.Remove(ctx, id); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "removed node %d\n", id)
+		fmt.Fprintf(stdout, "removed node %d (a running node stops by itself once it learns of it)\n", id)
 		return nil
 	case "transfer":
 		li, err := c.Transfer(ctx, id)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -31,7 +32,8 @@ func runNode(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 		"Runs a cluster node until interrupted (SIGINT or SIGTERM hand leadership over first).\n"+
 			"With an empty --data directory and no --join it bootstraps a new cluster; with --join it asks\n"+
 			"the named nodes to add it (as a learner, promoted to voter once caught up); a restart reuses\n"+
-			"the --data directory and ignores --join.", stderr)
+			"the --data directory and ignores --join. A node that is removed from the cluster\n"+
+			"(tandem cluster remove) stops by itself and exits with status 0, keeping its --data.", stderr)
 	id := fs.Uint64("id", 0, "node ID, unique in the cluster, not 0 (required)")
 	addr := fs.String("addr", "127.0.0.1:9001", "address to listen on for clients and peers")
 	advertise := fs.String("advertise", "", "address others use to reach this node (default: --addr)")
@@ -73,7 +75,19 @@ func runNode(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 		return err
 	}
 	logger.Info("serving", "id", node.ID(), "addr", node.Addr(), "join", strings.Join(splitList(*join), ","))
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-node.Done():
+		// The node closed itself: it was removed from the cluster. That is the end of its
+		// job, not a failure a supervisor should restart it for (a restart would find the
+		// removal again and stop at once).
+		if errors.Is(node.Err(), tandem.ErrRemoved) {
+			logger.Warn("this node was removed from the cluster and has stopped; its data directory is kept",
+				"data", *data, "to rejoin", "start it with an empty --data and --join")
+			return nil
+		}
+		return node.Err()
+	}
 	logger.Info("shutting down")
 	hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if err := node.Handover(hctx); err != nil {

@@ -66,7 +66,14 @@ type Config struct {
 	CompactKeep uint64
 	// CompactKeepBytes bounds those entries by size too (default SnapshotBytes/4).
 	CompactKeepBytes uint64
-	Logger           *slog.Logger // should carry the node's identity (e.g. With("node", id)); nil discards
+	// PreallocateWAL leaves etcd's WAL segments preallocated with fallocate, as etcd makes
+	// them, instead of zero-filling them (walzero.go). Zero-filling writes each segment's
+	// size once more, in the background, and makes every fdatasync of the log cheaper.
+	PreallocateWAL bool
+	// segmentCheck is how often the node looks for the next WAL segment to zero-fill
+	// (default 1 s; tests shorten it).
+	segmentCheck time.Duration
+	Logger       *slog.Logger // should carry the node's identity (e.g. With("node", id)); nil discards
 }
 
 func (c *Config) setDefaults() error {
@@ -81,6 +88,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Transport == nil {
 		return errors.New("consensus: Config.Transport is required")
+	}
+	if c.segmentCheck <= 0 {
+		c.segmentCheck = time.Second
 	}
 	if c.TickInterval <= 0 {
 		c.TickInterval = 100 * time.Millisecond
@@ -134,7 +144,10 @@ type Status struct {
 	LeaderAddr                        string
 	Members                           []Member // sorted by ID
 	Healthy                           bool
-	Problem                           string // reason after a divergence
+	Problem                           string // reason after a divergence or a removal
+	// RemovedAt is the index of the configuration change that removed this node (0: not
+	// removed).
+	RemovedAt uint64
 }
 
 // LeaderInfo is delivered to subscribers when the leader or the term changes.
@@ -148,6 +161,9 @@ var (
 	ErrNotLeader = errors.New("consensus: not the leader")
 	ErrStopped   = errors.New("consensus: node stopped")
 	ErrDiverged  = errors.New("consensus: state machine diverged; node is unhealthy")
+	// ErrRemoved: this node applied a configuration that no longer holds it. It takes no
+	// further part in the cluster; its owner should stop it (see Node.Removed).
+	ErrRemoved = errors.New("consensus: node removed from the cluster")
 )
 
 // NotLeaderError says which node leads, when known (0/"" otherwise).

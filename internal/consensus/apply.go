@@ -137,25 +137,146 @@ func (n *Node) applyConfChange(e *raftpb.Entry) bool {
 	for _, id := range append(append([]uint64{}, n.ap.conf.GetVoters()...), n.ap.conf.GetLearners()...) {
 		before[id] = true
 	}
+	notices := n.removalNotices(cc, e.GetIndex())
 	cs := n.raft.ApplyConfChange(cc)
 	var mc memberContext
 	_ = json.Unmarshal(ctx, &mc) // conf changes without our context carry no address
 	n.ap.conf = cloneConfState(cs)
+	// The notices go out before setConfLocked retires the removed peers' connections,
+	// which still deliver what they hold.
+	n.cfg.Transport.Send(notices)
 
 	n.mu.Lock()
 	if mc.ID != 0 && mc.Addr != "" && mc.ID != n.cfg.ID {
 		n.addrs[mc.ID] = mc.Addr
 	}
+	n.recordFormersLocked(before, cs, e.GetIndex())
 	n.setConfLocked(cs)
+	removedHere := before[n.cfg.ID] && !isMember(cs, n.cfg.ID)
+	if removedHere {
+		n.markRemovedLocked(e.GetIndex())
+	}
 	n.mu.Unlock()
 	n.log.Info("configuration changed", "index", e.GetIndex(), "voters", cs.GetVoters(),
 		"learners", cs.GetLearners())
+	if removedHere {
+		n.log.Warn("this node was removed from the cluster; it takes no further part", "index", e.GetIndex())
+	}
 	for _, id := range append(append([]uint64{}, cs.GetVoters()...), cs.GetLearners()...) {
 		if !before[id] {
 			return true
 		}
 	}
 	return false
+}
+
+// removalNotices tells the members that cc removes that they are out, when this node leads.
+// Once the leader applies the change it stops replicating to them, so a removed node may
+// never learn that the entry removing it committed, and would wait for a leader forever.
+// The notice is the heartbeat raft itself would send: the leader's term and a commit index
+// no higher than what the member has acknowledged (so that it holds the entry), here the
+// index of the removal. The member then commits and applies its own removal. A member that
+// has not acknowledged the entry (down, or lagging) gets no notice.
+func (n *Node) removalNotices(cc raftpb.ConfChangeI, index uint64) []*raftpb.Message {
+	var removed []uint64
+	for _, c := range cc.AsV2().GetChanges() {
+		if c.GetType() == raftpb.ConfChangeRemoveNode && c.GetNodeId() != n.cfg.ID {
+			removed = append(removed, c.GetNodeId())
+		}
+	}
+	if len(removed) == 0 {
+		return nil
+	}
+	st := n.raft.Status() // Progress is filled in on the leader only
+	if st.RaftState != raft.StateLeader {
+		return nil
+	}
+	var msgs []*raftpb.Message
+	for _, id := range removed {
+		if pr, ok := st.Progress[id]; ok && pr.Match >= index {
+			msgs = append(msgs, &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: new(id),
+				From: new(n.cfg.ID), Term: new(st.HardState.GetTerm()), Commit: new(index)})
+		}
+	}
+	return msgs
+}
+
+// formerMember is a node that this node saw removed: the index of the change and its address.
+type formerMember struct {
+	removedAt uint64
+	addr      string
+}
+
+// recordFormersLocked notes the members that were in before and are not in cs, and forgets
+// any former member that cs takes back. n.mu must be held (n.addrs still holds the removed).
+func (n *Node) recordFormersLocked(before map[uint64]bool, cs *raftpb.ConfState, index uint64) {
+	old := map[uint64]formerMember{}
+	if f := n.formers.Load(); f != nil {
+		old = *f
+	}
+	next := make(map[uint64]formerMember, len(old)+1)
+	for id, fm := range old {
+		if !isMember(cs, id) {
+			next[id] = fm
+		}
+	}
+	for id := range before {
+		if id != n.cfg.ID && !isMember(cs, id) {
+			next[id] = formerMember{removedAt: index, addr: n.addrs[id]}
+		}
+	}
+	if len(next) == 0 && len(old) == 0 {
+		return
+	}
+	n.formers.Store(&next)
+}
+
+// noticeFormer sends a removed member the notice that removalNotices could not (its
+// acknowledgement of the removal came after the leader applied it, or it was cut off then),
+// once a message from it proves that it holds the entry that removed it:
+//   - an acknowledgement of this leader's appends up to the removal or beyond; or
+//   - a (pre-)vote request whose last entry matches this node's log at an index at or past
+//     the removal: by the log matching property its log then holds the removal entry.
+//
+// A removed node that stopped hearing from the leader asks for votes every election
+// timeout, so it learns of its removal within one. One that never got the entry is not
+// told (committing an index it does not hold would corrupt its log); it waits for an
+// operator, as its status says.
+func (n *Node) noticeFormer(m *raftpb.Message, fm formerMember) {
+	st := n.raft.Status()
+	if st.RaftState != raft.StateLeader || fm.addr == "" {
+		return
+	}
+	holds := false
+	switch m.GetType() {
+	case raftpb.MsgAppResp:
+		holds = !m.GetReject() && m.GetTerm() == st.HardState.GetTerm() && m.GetIndex() >= fm.removedAt
+	case raftpb.MsgPreVote, raftpb.MsgVote:
+		if m.GetIndex() >= fm.removedAt {
+			t, err := n.storage.Term(m.GetIndex())
+			holds = err == nil && t == m.GetLogTerm()
+		}
+	}
+	if !holds {
+		return
+	}
+	id := m.GetFrom()
+	notice := &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: new(id), From: new(n.cfg.ID),
+		Term: new(st.HardState.GetTerm()), Commit: new(fm.removedAt)}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopped {
+		return
+	}
+	if _, member := n.addrs[id]; member {
+		return // taken back since the check above
+	}
+	// The transport holds no peer for a former member: add it for this one message; the
+	// retired peer still delivers what it queued.
+	n.cfg.Transport.SetPeer(id, fm.addr)
+	n.cfg.Transport.Send([]*raftpb.Message{notice})
+	n.cfg.Transport.RemovePeer(id)
+	n.log.Info("told a removed member that it was removed", "member", id, "index", fm.removedAt)
 }
 
 // setConfLocked installs a new configuration and brings the transport's peers in line.

@@ -56,6 +56,8 @@ func (c *testCluster) config(id uint64, bootstrap bool) Config {
 		Bootstrap: bootstrap, StateMachine: sm, Transport: c.newTr(id),
 		TickInterval: 10 * time.Millisecond, ElectionTicks: 10, HeartbeatTicks: 1,
 		SnapshotEvery: 10000, CatchUpMargin: 10, Logger: testLogger(c.t).With("node", id),
+		// Zero-filling writes 64 MB per node start; the tests that need it turn it on.
+		PreallocateWAL: true,
 	}
 	if c.tweak != nil {
 		c.tweak(&cfg)

@@ -17,6 +17,7 @@ type MemNetwork struct {
 	nodes    map[uint64]*memTransport
 	cut      map[[2]uint64]bool
 	isolated map[uint64]bool
+	drop     func(*raftpb.Message) bool
 }
 
 // NewMemNetwork returns an empty network.
@@ -48,19 +49,29 @@ func (nw *MemNetwork) Cut(a, b uint64) {
 	nw.cut[[2]uint64{b, a}] = true
 }
 
+// Drop drops every message for which f returns true, until Heal. f runs on the sender's
+// goroutine and must not block.
+func (nw *MemNetwork) Drop(f func(*raftpb.Message) bool) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	nw.drop = f
+}
+
 // Heal restores every link.
 func (nw *MemNetwork) Heal() {
 	nw.mu.Lock()
 	defer nw.mu.Unlock()
 	clear(nw.cut)
 	clear(nw.isolated)
+	nw.drop = nil
 }
 
-// route returns the destination transport if from can reach to now.
-func (nw *MemNetwork) route(from, to uint64) *memTransport {
+// route returns the destination transport if m can go from its sender to its receiver now.
+func (nw *MemNetwork) route(m *raftpb.Message) *memTransport {
 	nw.mu.Lock()
 	defer nw.mu.Unlock()
-	if nw.isolated[from] || nw.isolated[to] || nw.cut[[2]uint64{from, to}] {
+	from, to := m.GetFrom(), m.GetTo()
+	if nw.isolated[from] || nw.isolated[to] || nw.cut[[2]uint64{from, to}] || (nw.drop != nil && nw.drop(m)) {
 		return nil
 	}
 	return nw.nodes[to]
@@ -106,7 +117,7 @@ func (t *memTransport) Send(msgs []*raftpb.Message) {
 		return
 	}
 	for _, m := range msgs {
-		dst := t.nw.route(t.id, m.GetTo())
+		dst := t.nw.route(m)
 		if dst == nil {
 			if m.GetType() == raftpb.MsgSnap {
 				t.snaps.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)

@@ -41,11 +41,17 @@ type Node struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 
-	readSeq atomic.Uint64
+	readSeq  atomic.Uint64
+	walBytes atomic.Uint64 // bytes of entries logged since Start (roughly), for prepareSegments
+	// segmentsZeroed counts the WAL segments prepareSegments zero-filled (for tests).
+	segmentsZeroed atomic.Uint64
 	// readReqs queues ReadIndex callers for the read loop, which serves all callers that
 	// are waiting when a round starts with one read-index round (readLoop).
 	readReqs   chan chan readResult
 	readRounds atomic.Uint64 // read-index rounds run (for tests and status)
+	// formers holds the members this node saw removed (an immutable map, replaced on every
+	// removal), so that deliver can tell one that missed its removal (see removalNoticeFor).
+	formers atomic.Pointer[map[uint64]formerMember]
 
 	// apply goroutine state (owned by it after Start).
 	ap applier
@@ -62,6 +68,8 @@ type Node struct {
 	conf        *raftpb.ConfState // roles, as last applied
 	diverged    bool
 	problem     string
+	removedAt   uint64        // index of the conf change that removed this node
+	removedc    chan struct{} // closed once removedAt is set
 	changed     chan struct{} // closed and replaced on every change
 	subs        map[int]chan LeaderInfo
 	nextSub     int
@@ -96,6 +104,7 @@ func Start(cfg Config) (*Node, error) {
 		addrs:    map[uint64]string{},
 		conf:     &raftpb.ConfState{},
 		changed:  make(chan struct{}),
+		removedc: make(chan struct{}),
 		subs:     map[int]chan LeaderInfo{},
 		reads:    map[uint64]chan uint64{},
 		readReqs: make(chan chan readResult, 4096),
@@ -111,8 +120,15 @@ func Start(cfg Config) (*Node, error) {
 
 	walDir := filepath.Join(cfg.Dir, "wal")
 	restart := wal.Exist(walDir)
+	segmentSize := wal.SegmentSizeBytes
 	var snapshot *raftpb.Snapshot
 	if restart {
+		if !cfg.PreallocateWAL {
+			// etcd's segment pipeline starts with "0.tmp" when it opens the WAL.
+			if _, err := prepareNextSegment(walDir, segmentSize, true, 0, nil); err != nil {
+				n.log.Warn("could not zero-fill the next WAL segment", "err", err)
+			}
+		}
 		var err error
 		if snapshot, err = n.replay(walDir); err != nil {
 			return nil, err
@@ -124,6 +140,12 @@ func Start(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("consensus: create wal: %w", err)
 		}
 		n.wal = w
+	}
+	if !cfg.PreallocateWAL {
+		// Before the Raft loop writes anything.
+		if err := zeroWALTail(walDir); err != nil {
+			n.log.Warn("could not zero-fill the WAL's last segment", "err", err)
+		}
 	}
 
 	var snapIndex, snapTerm uint64
@@ -144,6 +166,11 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	n.addrs[cfg.ID] = cfg.Addr
+	if !isMember(n.conf, cfg.ID) {
+		// Only a snapshot this node took after applying its own removal can say so; a
+		// snapshot from a leader always holds its receiver.
+		n.markRemovedLocked(snapIndex)
+	}
 	n.applied, n.appliedTerm = snapIndex, snapTerm
 	n.ap = applier{lastSnap: snapIndex, conf: cloneConfState(n.conf)}
 
@@ -185,6 +212,10 @@ func Start(cfg Config) (*Node, error) {
 	go n.applyLoop()
 	go n.manageMembers()
 	go n.readLoop()
+	if !cfg.PreallocateWAL {
+		n.wg.Add(1)
+		go n.prepareSegments(walDir, segmentSize, cfg.segmentCheck)
+	}
 	n.log.Info("consensus node started", "restart", restart, "bootstrap", cfg.Bootstrap && !restart,
 		"snapshot", snapIndex)
 	return n, nil
@@ -281,6 +312,14 @@ func (n *Node) deliver(m *raftpb.Message) error {
 	if raft.IsLocalMsg(m.GetType()) {
 		return fmt.Errorf("consensus: local message %v from the network", m.GetType())
 	}
+	if f := n.formers.Load(); f != nil {
+		if fm, ok := (*f)[m.GetFrom()]; ok {
+			// raft ignores messages from non-members; this one may show that its sender
+			// never learned that it was removed.
+			n.noticeFormer(m, fm)
+			return nil
+		}
+	}
 	return n.raft.Step(n.ctx, m)
 }
 
@@ -337,6 +376,11 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	if err := n.wal.Save(rd.HardState, rd.Entries); err != nil {
 		return fmt.Errorf("wal save: %w", err)
 	}
+	var logged uint64
+	for _, e := range rd.Entries {
+		logged += uint64(len(e.GetData())) + 32 // the record's framing, roughly
+	}
+	n.walBytes.Add(logged)
 	if !raft.IsEmptySnap(rd.Snapshot) {
 		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
 			return fmt.Errorf("storage apply snapshot: %w", err)
@@ -492,6 +536,8 @@ func (n *Node) leaderErrLocked() error {
 	switch {
 	case n.stopped:
 		return ErrStopped
+	case n.removedAt != 0:
+		return ErrRemoved
 	case n.diverged:
 		return ErrDiverged
 	case n.raftState != raft.StateLeader:
@@ -680,9 +726,40 @@ func (n *Node) Status() Status {
 		Applied:    n.applied,
 		LeaderAddr: n.addrs[n.leader],
 		Members:    n.membersLocked(),
-		Healthy:    !n.diverged,
+		Healthy:    !n.diverged && n.removedAt == 0,
 		Problem:    n.problem,
+		RemovedAt:  n.removedAt,
 	}
+}
+
+// Removed is closed once this node has applied (or restarted from) a configuration that
+// no longer holds it. A removed node is not promotable, so raft keeps it from campaigning;
+// it still answers Status, and its owner is expected to stop it.
+func (n *Node) Removed() <-chan struct{} { return n.removedc }
+
+// markRemovedLocked records the removal at index once. n.mu must be held, or the node not
+// yet shared.
+func (n *Node) markRemovedLocked(index uint64) {
+	if n.removedAt != 0 {
+		return
+	}
+	n.removedAt = max(index, 1)
+	if n.problem != "" {
+		n.problem += "; "
+	}
+	n.problem += fmt.Sprintf("removed from the cluster at index %d", index)
+	close(n.removedc)
+	n.notifyLocked()
+}
+
+// isMember reports whether id is in cs. An empty configuration (a node waiting to be added)
+// counts as holding everyone: nothing has removed it.
+func isMember(cs *raftpb.ConfState, id uint64) bool {
+	if len(cs.GetVoters())+len(cs.GetLearners())+len(cs.GetVotersOutgoing())+len(cs.GetLearnersNext()) == 0 {
+		return true
+	}
+	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetLearners(), id) ||
+		slices.Contains(cs.GetVotersOutgoing(), id) || slices.Contains(cs.GetLearnersNext(), id)
 }
 
 func (n *Node) membersLocked() []Member {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/storage/wal"
+	"go.etcd.io/raft/v3/raftpb"
 )
 
 func TestReplicationAndRestart(t *testing.T) {
@@ -265,6 +266,7 @@ func TestMembership(t *testing.T) {
 			t.Fatalf("removed member still listed: %+v", m)
 		}
 	}
+	waitRemoved(t, c.node(victim))
 	c.stop(victim)
 	c.proposeAll(seq("b", 0, 5))
 	want = append(want, seq("b", 0, 5)...)
@@ -272,6 +274,10 @@ func TestMembership(t *testing.T) {
 
 	if err := c.node(lead).RemoveMember(ctx, lead); err != nil {
 		t.Fatal(err)
+	}
+	waitRemoved(t, c.node(lead))
+	if err := c.node(lead).Propose(ctx, []byte("x")); !errors.Is(err, ErrRemoved) {
+		t.Fatalf("Propose on a removed node: %v, want ErrRemoved", err)
 	}
 	c.stop(lead)
 	rest := c.running()
@@ -285,6 +291,127 @@ func TestMembership(t *testing.T) {
 	c.proposeAll(seq("c", 0, 5))
 	want = append(want, seq("c", 0, 5)...)
 	c.waitConverged(want, rest...)
+}
+
+// waitRemoved waits for n to learn that it was removed and checks how it reports it.
+func waitRemoved(t *testing.T, n *Node) {
+	t.Helper()
+	select {
+	case <-n.Removed():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("node %d did not learn of its removal: %+v", n.Status().ID, n.Status())
+	}
+	st := n.Status()
+	if st.RemovedAt == 0 || st.Healthy || !strings.Contains(st.Problem, "removed") {
+		t.Fatalf("removed node's status: %+v", st)
+	}
+}
+
+// A follower removed while it runs learns it from the leader's notice (it would otherwise
+// wait for a leader forever), and a restart from its directory finds the removal again.
+func TestRemovedFollowerLearnsAndStaysRemoved(t *testing.T) {
+	for _, tr := range []struct {
+		name string
+		new  func(*testing.T, func(*Config)) *testCluster
+	}{{"mem", newMemCluster}, {"tcp", newTCPCluster}} {
+		t.Run(tr.name, func(t *testing.T) {
+			c := tr.new(t, nil)
+			c.bootstrap(3)
+			c.proposeAll(seq("a", 0, 5))
+			lead := c.leader()
+			victim := uint64(1)
+			for victim == lead {
+				victim++
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := c.node(lead).RemoveMember(ctx, victim); err != nil {
+				t.Fatal(err)
+			}
+			waitRemoved(t, c.node(victim))
+			for _, id := range c.running() {
+				if id != victim && c.node(id).Status().RemovedAt != 0 {
+					t.Fatalf("node %d reports itself removed", id)
+				}
+			}
+			c.stop(victim)
+			n := c.start(victim, false)
+			waitRemoved(t, n)
+			c.proposeAll(seq("b", 0, 5))
+			rest := slices.DeleteFunc(c.running(), func(id uint64) bool { return id == victim })
+			c.waitConverged(append(seq("a", 0, 5), seq("b", 0, 5)...), rest...)
+		})
+	}
+}
+
+// The leader may apply a removal before any message has told the removed follower that the
+// entry committed; from then on raft sends it nothing. Here every append that would carry
+// the news is dropped: only the leader's removal notice can tell the follower.
+func TestRemovalNoticeReachesFollowerThatMissedTheCommit(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	c.proposeAll(seq("a", 0, 5))
+	c.waitConverged(seq("a", 0, 5))
+	lead := c.leader()
+	victim := uint64(1)
+	for victim == lead {
+		victim++
+	}
+	var before uint64
+	waitFor(t, 5*time.Second, "the victim to hold every committed entry", func() bool {
+		before = c.node(lead).Status().Commit
+		return c.node(victim).Status().Commit == before
+	})
+	c.nw.Drop(func(m *raftpb.Message) bool {
+		return m.GetTo() == victim && m.GetType() == raftpb.MsgApp && m.GetCommit() > before
+	})
+	defer c.nw.Heal()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.node(lead).RemoveMember(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	waitRemoved(t, c.node(victim))
+}
+
+// The leader applied the removal without having seen the victim acknowledge it (the
+// acknowledgement was lost), so no notice went out when it applied the change. The victim,
+// hearing no leader, asks for pre-votes; its request shows that it holds the removal entry,
+// and the leader tells it then.
+func TestRemovedMemberIsToldWhenItAsksForVotes(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	c.proposeAll(seq("a", 0, 5))
+	c.waitConverged(seq("a", 0, 5))
+	lead := c.leader()
+	victim := uint64(1)
+	for victim == lead {
+		victim++
+	}
+	var before uint64
+	waitFor(t, 5*time.Second, "the victim to hold every committed entry", func() bool {
+		before = c.node(lead).Status().Commit
+		return c.node(victim).Status().Commit == before
+	})
+	c.nw.Drop(func(m *raftpb.Message) bool {
+		switch {
+		case m.GetTo() == victim && m.GetType() == raftpb.MsgApp:
+			return m.GetCommit() > before // the entry arrives; its commit does not
+		case m.GetFrom() == victim && m.GetType() == raftpb.MsgAppResp:
+			return m.GetIndex() > before // the leader never sees the victim hold it
+		}
+		return false
+	})
+	defer c.nw.Heal()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.node(lead).RemoveMember(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	waitRemoved(t, c.node(victim))
+	if st := c.node(victim).Status(); st.RemovedAt != before+1 {
+		t.Fatalf("removed at %d, want %d (the removal entry)", st.RemovedAt, before+1)
+	}
 }
 
 func TestTransferLeadershipAndSubscribe(t *testing.T) {
@@ -485,6 +612,8 @@ func TestWALSegmentsPurgedAndReplayed(t *testing.T) {
 	c := newMemCluster(t, func(cfg *Config) {
 		cfg.SnapshotEvery = 50
 		cfg.CompactKeep = 10
+		cfg.PreallocateWAL = false
+		cfg.segmentCheck = 2 * time.Millisecond // zero-filled segments alternate with etcd's own
 	})
 	c.bootstrap(3)
 	pad := strings.Repeat("x", 1000)
@@ -511,6 +640,14 @@ func TestWALSegmentsPurgedAndReplayed(t *testing.T) {
 			t.Errorf("node %d keeps %d wal segments", id, segs)
 		}
 	}
+	var zeroed uint64
+	for _, id := range c.running() {
+		zeroed += c.node(id).segmentsZeroed.Load()
+	}
+	if zeroed == 0 {
+		t.Error("no WAL segment was zero-filled in advance")
+	}
+	t.Logf("%d segments zero-filled in advance", zeroed)
 	for _, id := range c.running() {
 		c.stop(id)
 	}

@@ -66,9 +66,14 @@ type tcpPeer struct {
 	id     uint64
 	addr   string
 	queue  chan *raftpb.Message
-	ctx    context.Context // canceled by RemovePeer, an address change or Stop
+	ctx    context.Context // canceled by an address change, Stop, or retireGrace after RemovePeer
 	cancel context.CancelFunc
+	retire chan struct{} // closed by RemovePeer: deliver what is queued, then stop
 }
+
+// retireGrace bounds how long a removed peer's connection may take to deliver what was
+// queued for it (the removal notice among it).
+const retireGrace = 2 * time.Second
 
 // NewTCPTransport returns a transport; the Node starts and stops it.
 func NewTCPTransport(cfg TCPConfig) *TCPTransport {
@@ -122,7 +127,7 @@ func (t *TCPTransport) setPeerLocked(id uint64, addr string) {
 		}
 		p.cancel()
 	}
-	p := &tcpPeer{id: id, addr: addr, queue: make(chan *raftpb.Message, t.cfg.QueueSize)}
+	p := &tcpPeer{id: id, addr: addr, queue: make(chan *raftpb.Message, t.cfg.QueueSize), retire: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(t.ctx)
 	t.peers[id] = p
 	t.wg.Add(1)
@@ -134,7 +139,9 @@ func (t *TCPTransport) RemovePeer(id uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if p, ok := t.peers[id]; ok {
-		p.cancel()
+		// No new messages reach p once it is out of the map; it delivers the queued ones.
+		close(p.retire)
+		time.AfterFunc(retireGrace, p.cancel)
 		delete(t.peers, id)
 	}
 }
@@ -219,6 +226,7 @@ func (t *TCPTransport) dial(ctx context.Context, addr string, kind byte) (net.Co
 // runPeer is the writer goroutine of one peer.
 func (t *TCPTransport) runPeer(p *tcpPeer) {
 	defer t.wg.Done()
+	defer p.cancel()
 	const minBackoff, maxBackoff = 50 * time.Millisecond, 2 * time.Second
 	backoff := minBackoff
 	var (
@@ -233,12 +241,24 @@ func (t *TCPTransport) runPeer(p *tcpPeer) {
 			conn.Close()
 		}
 	}()
+	retiring := false
 	for {
 		var m *raftpb.Message
-		select {
-		case m = <-p.queue:
-		case <-p.ctx.Done():
-			return
+		if retiring {
+			select {
+			case m = <-p.queue:
+			default:
+				return // everything queued went out
+			}
+		} else {
+			select {
+			case m = <-p.queue:
+			case <-p.ctx.Done():
+				return
+			case <-p.retire:
+				retiring = true
+				continue
+			}
 		}
 		if conn == nil {
 			c, err := t.dial(p.ctx, p.addr, streamMessages)

@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -138,4 +139,78 @@ func TestTCPTransportStopsWithStalledPeer(t *testing.T) {
 		t.Fatal("Stop hangs on a stalled peer")
 	}
 	<-served
+}
+
+// RemovePeer lets the peer's connection deliver what was already queued for it (a removal
+// notice is sent just before the peer is removed), and nothing sent afterwards.
+func TestTCPTransportRemovedPeerGetsQueuedMessages(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var (
+		mu       sync.Mutex
+		received []uint64
+	)
+	dst := NewTCPTransport(TCPConfig{Addr: l.Addr().String()})
+	if err := dst.Start(2, func(m *raftpb.Message) error {
+		mu.Lock()
+		received = append(received, m.GetCommit())
+		mu.Unlock()
+		return nil
+	}, &fakeSnaps{}); err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Stop()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				var pre [4]byte
+				if _, err := io.ReadFull(c, pre[:]); err != nil || string(pre[:]) != Preamble {
+					c.Close()
+					return
+				}
+				dst.ServeConn(c)
+			}()
+		}
+	}()
+
+	src := NewTCPTransport(TCPConfig{Addr: "127.0.0.1:1"})
+	snaps := &fakeSnaps{}
+	if err := src.Start(1, func(*raftpb.Message) error { return nil }, snaps); err != nil {
+		t.Fatal(err)
+	}
+	defer src.Stop()
+	src.SetPeer(2, l.Addr().String())
+	heartbeat := func(commit uint64) []*raftpb.Message {
+		return []*raftpb.Message{{Type: raftpb.MsgHeartbeat.Enum(), To: new(uint64(2)), From: new(uint64(1)),
+			Term: new(uint64(1)), Commit: new(commit)}}
+	}
+	const queued = 50
+	for i := range uint64(queued) {
+		src.Send(heartbeat(i + 1))
+	}
+	src.RemovePeer(2) // before the peer's goroutine has even dialled
+	src.Send(heartbeat(1000))
+	waitFor(t, 5*time.Second, "the queued messages", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(received) >= queued
+	})
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(received) != queued || received[queued-1] != queued {
+		t.Fatalf("received %d messages (last %v), want the %d queued before RemovePeer", len(received), received[len(received)-1], queued)
+	}
+	snaps.mu.Lock()
+	defer snaps.mu.Unlock()
+	if snaps.unreachable == 0 {
+		t.Fatal("the message sent after RemovePeer was not reported as undeliverable")
+	}
 }
