@@ -192,20 +192,50 @@ func (c *testCluster) waitVoter(id uint64) {
 	})
 }
 
-// propose proposes data on whichever node leads, retrying through leader changes.
+// propose proposes data on whichever node leads and waits until that leader applied it,
+// proposing again if leadership changed first and the new leader does not hold it. (A
+// proposal raft accepted is lost if its leader loses office before replicating it; under
+// the race detector on two cores, heartbeats late enough to cause an election happen.)
+// It also returns once the leader's state machine has failed (a test's poisoned entry).
 func (c *testCluster) propose(data string) {
 	c.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
-		lead := c.leader()
+		lead, term := c.readyLeader()
+		if slices.Contains(c.sm(lead).data(), data) {
+			return // proposed under an earlier leader and kept
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := c.node(lead).Propose(ctx, []byte(data))
 		cancel()
 		if err == nil {
-			return
+			for time.Now().Before(deadline) {
+				st := c.node(lead).Status()
+				if slices.Contains(c.sm(lead).data(), data) || !st.Healthy {
+					return
+				}
+				if st.Term != term || st.Leader != lead {
+					break // leadership changed: ask the next leader
+				}
+				time.Sleep(time.Millisecond)
+			}
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("propose %q: %v", data, err)
+			c.t.Fatalf("propose %q: not applied on a leader within 20s (last error: %v)", data, err)
+		}
+	}
+}
+
+// readyLeader is leader, with the term in which it is ready.
+func (c *testCluster) readyLeader() (uint64, uint64) {
+	c.t.Helper()
+	for {
+		lead := c.leader()
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		term, err := c.node(lead).LeaderReady(ctx)
+		cancel()
+		if err == nil {
+			return lead, term
 		}
 	}
 }
