@@ -226,18 +226,45 @@ func (t *Tx) Query(ctx context.Context, sql string, args ...any) (*Rows, error) 
 	return newRows(t.c, t.cn, resp.(*wire.RowsPage)), nil
 }
 
-// Commit commits the transaction. If the connection is lost while the commit is in flight
-// the error is ErrOutcomeUnknown: the transaction may or may not have been committed.
+// Commit commits the transaction. If the connection breaks while the commit is in flight,
+// or the leader answers "outcome unknown" (leadership changed meanwhile), Commit asks the
+// leader, over any connection, what became of the commit (Outcome in docs/protocol.md,
+// retried until ctx ends): it returns the commit's result if it took effect, and an error
+// matching ErrNotCommitted if it did not and never will. Only when ctx ends before the
+// leader could tell is the error ErrOutcomeUnknown: the transaction may or may not have
+// been committed.
 func (t *Tx) Commit(ctx context.Context) (Result, error) {
 	if t.done.Swap(true) {
 		return Result{}, errTxDone
 	}
-	resp, err := t.c.pinned(ctx, t.cn, &wire.Commit{TxID: t.id, RequestID: t.c.nextID()}, wire.TypeResult)
+	reqID := t.c.nextID()
+	resp, err := t.c.pinned(ctx, t.cn, &wire.Commit{TxID: t.id, RequestID: reqID}, wire.TypeResult)
+	if err == nil {
+		return *resp.(*wire.Result), nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return Result{}, outcomeUnknown(err)
+	}
+	var we *wire.Error
+	if !errors.As(err, &we) || (we.Code != wire.CodeUnavailable && we.Code != wire.CodeOutcomeUnknown) {
+		return Result{}, err
+	}
+	res, oerr := t.c.outcome(ctx, t.db, reqID)
+	switch {
+	case oerr == nil:
+		return res, nil
+	case errors.Is(oerr, ErrNotCommitted):
+		return Result{}, fmt.Errorf("%w (the commit failed: %w)", oerr, err)
+	}
+	return Result{}, outcomeUnknown(fmt.Errorf("%w; asking the leader what became of it failed: %w", err, oerr))
+}
+
+// outcome asks the leader for the first outcome of this client's write requestID on db.
+func (c *Client) outcome(ctx context.Context, db string, requestID uint64) (Result, error) {
+	resp, _, err := c.call(ctx, route{kind: toLeader}, wire.TypeResult, func(context.Context, *conn) wire.Message {
+		return &wire.Outcome{DB: db, RequestID: requestID}
+	})
 	if err != nil {
-		var we *wire.Error
-		if errors.As(err, &we) && we.Code == wire.CodeUnavailable || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			return Result{}, outcomeUnknown(err)
-		}
 		return Result{}, err
 	}
 	return *resp.(*wire.Result), nil

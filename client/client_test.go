@@ -367,24 +367,85 @@ func TestTx(t *testing.T) {
 		t.Fatal("tx not on the leader")
 	}
 
-	// A connection lost during Commit: outcome unknown, never retried.
+	// A connection lost during Commit: the Commit is never sent again; the client asks
+	// the leader what became of it. Here the commit did not take effect.
 	tx, err = c.Begin(context.Background(), "app")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var commitIDs []uint64
+	var mu sync.Mutex
 	fc.nodes[1].setHook(func(conn *wiretest.Conn, id uint64, m wire.Message) bool {
-		if _, ok := m.(*wire.Commit); ok {
+		if cm, ok := m.(*wire.Commit); ok {
+			mu.Lock()
+			commitIDs = append(commitIDs, cm.RequestID)
+			mu.Unlock()
 			conn.Close()
 			return true
 		}
 		return false
 	})
 	_, err = tx.Commit(context.Background())
-	if !errors.Is(err, ErrOutcomeUnknown) {
+	if !errors.Is(err, ErrNotCommitted) || errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("got %v", err)
 	}
 	if fc.nodes[1].count(wire.TypeCommit) != 2 {
 		t.Fatal("commit retried")
+	}
+	outcomes := outcomeRequests(fc)
+	if len(outcomes) != 1 || outcomes[0].RequestID != commitIDs[0] || outcomes[0].DB != "app" {
+		t.Fatalf("outcome requests %+v, commit request id %v", outcomes, commitIDs)
+	}
+
+	// The same, but the commit took effect before the connection broke: its result.
+	tx, err = c.Begin(context.Background(), "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.nodes[1].setHook(func(conn *wiretest.Conn, id uint64, m wire.Message) bool {
+		if cm, ok := m.(*wire.Commit); ok {
+			fc.record(conn.ClientID, cm.RequestID, wire.Result{RowsAffected: 2, Index: 42})
+			conn.Close()
+			return true
+		}
+		return false
+	})
+	r, err = tx.Commit(context.Background())
+	if err != nil || r.Index != 42 || r.RowsAffected != 2 {
+		t.Fatalf("commit: %+v %v", r, err)
+	}
+
+	// "Outcome unknown" from the server (leadership changed during the commit): asked too.
+	tx, err = c.Begin(context.Background(), "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.nodes[1].setHook(func(conn *wiretest.Conn, id uint64, m wire.Message) bool {
+		if cm, ok := m.(*wire.Commit); ok {
+			fc.record(conn.ClientID, cm.RequestID, wire.Result{Index: 43})
+			conn.Reply(id, &wire.Error{Code: wire.CodeOutcomeUnknown})
+			return true
+		}
+		return false
+	})
+	if r, err = tx.Commit(context.Background()); err != nil || r.Index != 43 {
+		t.Fatalf("commit: %+v %v", r, err)
+	}
+
+	// The context ends before anyone can tell: outcome unknown.
+	tx, err = c.Begin(context.Background(), "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.nodes[1].setHook(func(conn *wiretest.Conn, id uint64, m wire.Message) bool {
+		_, ok := m.(*wire.Commit)
+		return ok // never answered
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_, err = tx.Commit(ctx)
+	cancel()
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("got %v", err)
 	}
 	// Rollback after the connection died is a no-op.
 	fc.nodes[1].setHook(nil)
@@ -397,6 +458,18 @@ func TestTx(t *testing.T) {
 	if _, err := tx.Exec(context.Background(), "x"); err == nil {
 		t.Fatal("exec after rollback")
 	}
+}
+
+func outcomeRequests(fc *fakeCluster) []*wire.Outcome {
+	var out []*wire.Outcome
+	for _, n := range fc.nodes {
+		for _, m := range n.requests() {
+			if o, ok := m.(*wire.Outcome); ok {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
 }
 
 func TestPreparedStatement(t *testing.T) {

@@ -13,7 +13,9 @@
 // same request id, which the cluster de-duplicates per client id, so it is applied at most
 // once. SQLite errors are never retried. Operations of an interactive transaction, of an
 // open cursor and of a prepared statement are bound to one connection and are not retried
-// across connections.
+// across connections. A transaction's Commit whose connection breaks (or that is answered
+// "outcome unknown") is not resent either: the client asks the leader what became of it
+// (Outcome), and returns the commit's result or an error matching ErrNotCommitted.
 //
 // Errors from the cluster are *wire.Error values; errors.Is(err, client.ErrNotLeader) (and
 // the other Err constants, which are wire.ErrCode values) tests their code.

@@ -25,6 +25,9 @@ const (
 	ErrDiverged       = wire.CodeDiverged
 	ErrUnavailable    = wire.CodeUnavailable
 	ErrInternal       = wire.CodeInternal
+	// ErrNotCommitted: a Commit whose connection broke, or whose answer was "outcome
+	// unknown", was not committed; the leader said so after checking (see Tx.Commit).
+	ErrNotCommitted = wire.CodeNotCommitted
 )
 
 // errClosed is returned by every call after Close.

@@ -148,6 +148,13 @@ func (fc *fakeCluster) apply(clientID uint64, m *wire.Exec) wire.Result {
 	return r
 }
 
+// record notes the outcome of a write that took effect (a Commit the test's hook applies).
+func (fc *fakeCluster) record(clientID, requestID uint64, r wire.Result) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.applied[[2]uint64{clientID, requestID}] = r
+}
+
 func (fc *fakeCluster) appliedCount() int {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
@@ -235,6 +242,17 @@ func (n *fakeNode) handle(c *wiretest.Conn, id uint64, m wire.Message) {
 		}
 	case *wire.Commit:
 		c.Reply(id, &wire.Result{RowsAffected: 3, Index: 5})
+	case *wire.Outcome:
+		if leaderOnly() {
+			n.fc.mu.Lock()
+			r, ok := n.fc.applied[[2]uint64{c.ClientID, m.RequestID}]
+			n.fc.mu.Unlock()
+			if !ok {
+				c.Reply(id, &wire.Error{Code: wire.CodeNotCommitted})
+				return
+			}
+			c.Reply(id, &r)
+		}
 	case *wire.Rollback, *wire.CloseStmt, *wire.Join, *wire.Remove:
 		if leaderOnly() {
 			c.Reply(id, &wire.OK{})

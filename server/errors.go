@@ -35,6 +35,8 @@ func errorMsg(err error) wire.Message {
 		code = wire.CodeNotLeader
 	case errors.Is(err, store.ErrOutcomeUnknown):
 		code = wire.CodeOutcomeUnknown
+	case errors.Is(err, store.ErrNotCommitted):
+		code = wire.CodeNotCommitted
 	case errors.Is(err, store.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
 		code = wire.CodeDeadline
 	case errors.Is(err, store.ErrQueueFull):

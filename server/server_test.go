@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -222,7 +223,7 @@ func TestUnknownFrameTypeClosesOnlyThatConnection(t *testing.T) {
 	mustExec(t, db, 10*time.Second, `CREATE TABLE t(x)`)
 	other := connect(t, node.Addr())
 
-	for _, typ := range []byte{0, 28, 99, 255} {
+	for _, typ := range []byte{0, 29, 99, 255} { // 29: the first type after Outcome
 		bad := connect(t, node.Addr())
 		bad.alive(t, 1)
 		bad.sendRaw(t, header(9, 5, typ))
@@ -849,5 +850,89 @@ func TestWritingQueryDeduplicated(t *testing.T) {
 	rc.call(t, 20, q)
 	if got := count(t, db, 5*time.Second, `SELECT count(*) FROM t`); got != 2 {
 		t.Fatalf("%d rows, want 2", got)
+	}
+}
+
+// connectAs performs the handshake as client clientID (0: let the server choose) and
+// returns the connection and the client id the server confirmed.
+func connectAs(tb testing.TB, addr string, clientID uint64) (*raw, uint64) {
+	tb.Helper()
+	rc := dial(tb, addr)
+	rc.send(tb, 77, &wire.Hello{Version: wire.Version, ClientID: clientID, Name: "server_test"})
+	_, m := rc.recv(tb)
+	w, ok := m.(*wire.Welcome)
+	if !ok || w.ClientID == 0 || (clientID != 0 && w.ClientID != clientID) {
+		tb.Fatalf("handshake as %d: got %T %v", clientID, m, m)
+	}
+	return rc, w.ClientID
+}
+
+// A client whose connection broke with its Commit in flight asks, on a new connection,
+// what became of it; the answer matches what the database holds.
+func TestOutcomeOfACommitAfterTheConnectionBroke(t *testing.T) {
+	node := startNode(t)
+	db := openDB(t, node, "app")
+	mustExec(t, db, 10*time.Second, `CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)`)
+
+	rc, client := connectAs(t, node.Addr(), 0)
+	begun, ok := rc.call(t, 1, &wire.Begin{DB: "app"}).(*wire.TxBegun)
+	if !ok {
+		t.Fatalf("Begin: %T %v", begun, begun)
+	}
+	rc.call(t, 2, &wire.Exec{SQL: "INSERT INTO t(v) VALUES ('kept')", TxID: begun.TxID})
+	committed, ok := rc.call(t, 3, &wire.Commit{TxID: begun.TxID, RequestID: 5}).(*wire.Result)
+	if !ok || committed.Index == 0 {
+		t.Fatalf("Commit: %T %v", committed, committed)
+	}
+
+	ask, _ := connectAs(t, node.Addr(), client)
+	if r, ok := ask.call(t, 1, &wire.Outcome{DB: "app", RequestID: 5}).(*wire.Result); !ok || r.Index != committed.Index {
+		t.Fatalf("outcome of the commit: %T %v, commit answered %v", r, r, committed)
+	}
+	wantError(t, ask.call(t, 2, &wire.Outcome{DB: "app", RequestID: 6}), wire.CodeNotCommitted)
+	wantError(t, ask.call(t, 3, &wire.Outcome{DB: "app", RequestID: 0}), wire.CodeBadRequest)
+	wantError(t, ask.call(t, 4, &wire.Outcome{DB: "never_written", RequestID: 5}), wire.CodeNotCommitted)
+	// Another client's request ids are its own.
+	other, _ := connectAs(t, node.Addr(), 0)
+	wantError(t, other.call(t, 1, &wire.Outcome{DB: "app", RequestID: 5}), wire.CodeNotCommitted)
+
+	// The connection vanishes right after the Commit was written, or a moment later: either
+	// the commit took effect and the answer is its result, or it did not and never will.
+	seen := map[string]int{}
+	for i := range 12 {
+		rc, _ := connectAs(t, node.Addr(), client)
+		begun, ok := rc.call(t, 1, &wire.Begin{DB: "app"}).(*wire.TxBegun)
+		if !ok {
+			t.Fatalf("Begin: %T %v", begun, begun)
+		}
+		v := fmt.Sprintf("maybe-%d", i)
+		rc.call(t, 2, &wire.Exec{SQL: "INSERT INTO t(v) VALUES (?)", Args: []wire.Value{v}, TxID: begun.TxID})
+		reqID := uint64(100 + i)
+		if i%4 != 3 { // every fourth: the connection vanishes before the Commit is sent
+			rc.send(t, 3, &wire.Commit{TxID: begun.TxID, RequestID: reqID})
+			time.Sleep(time.Duration(i%4) * 300 * time.Microsecond)
+		}
+		rc.vanish()
+		// First the answer (it waits until the transaction has ended), then the table.
+		answer := ask.call(t, uint64(10+i), &wire.Outcome{DB: "app", RequestID: reqID})
+		rows := count(t, db, 5*time.Second, `SELECT count(*) FROM t WHERE v = ?`, v)
+		switch m := answer.(type) {
+		case *wire.Result:
+			seen["committed"]++
+			if rows != 1 || m.Index == 0 {
+				t.Fatalf("attempt %d: outcome says committed at %d, the table has %d rows of it", i, m.Index, rows)
+			}
+		case *wire.Error:
+			seen["not committed"]++
+			if m.Code != wire.CodeNotCommitted || rows != 0 {
+				t.Fatalf("attempt %d: outcome %v, the table has %d rows of it", i, m, rows)
+			}
+		default:
+			t.Fatalf("attempt %d: %T %v", i, m, m)
+		}
+	}
+	t.Logf("outcomes: %v", seen)
+	if seen["not committed"] < 3 {
+		t.Fatalf("the commits never sent were not all reported as not committed: %v", seen)
 	}
 }

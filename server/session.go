@@ -279,6 +279,8 @@ func (ss *session) handle(m wire.Message) wire.Message {
 		return ss.commit(ctx, m)
 	case *wire.Rollback:
 		return ss.rollback(m)
+	case *wire.Outcome:
+		return ss.outcome(ctx, m)
 	case *wire.Prepare:
 		return ss.prepare(ctx, m)
 	case *wire.CloseStmt:
@@ -473,6 +475,26 @@ func (ss *session) commit(ctx context.Context, m *wire.Commit) wire.Message {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	res, err := t.tx.Commit(ctx, m.RequestID)
+	if err != nil {
+		// The transaction is no longer in ss.txs, so the connection's cleanup will not roll
+		// it back: if the Commit never reached the writer (the connection closed first),
+		// the transaction would hold the writer until its idle timeout. A no-op once the
+		// transaction has ended.
+		_ = t.tx.Rollback()
+	}
+	return resultMsg(res, err)
+}
+
+// outcome answers a client that lost the answer to a write (see wire.Outcome).
+func (ss *session) outcome(ctx context.Context, m *wire.Outcome) wire.Message {
+	if m.RequestID == 0 {
+		return &wire.Error{Code: wire.CodeBadRequest, Message: "Outcome needs the request id of the write"}
+	}
+	res, err := ss.srv.cfg.Store.Outcome(ctx, m.DB, ss.clientID, m.RequestID)
+	if errors.Is(err, store.ErrNotCommitted) {
+		return &wire.Error{Code: wire.CodeNotCommitted,
+			Message: "the leader has no record of the request after applying every earlier entry: it was not committed and will not be"}
+	}
 	return resultMsg(res, err)
 }
 

@@ -24,6 +24,7 @@ const (
 	CodeDiverged           ErrCode = 12 // this node's state diverged; it serves nothing
 	CodeUnavailable        ErrCode = 13 // no quorum, shutting down, or no node reachable (client side)
 	CodeInternal           ErrCode = 14 // a bug
+	CodeNotCommitted       ErrCode = 15 // Outcome: the write was not committed and never will be
 )
 
 var codeNames = [...]string{
@@ -31,7 +32,7 @@ var codeNames = [...]string{
 	CodeDeadline: "deadline exceeded", CodeTryAgain: "try again", CodeTxTimeout: "transaction timed out",
 	CodeNoSuchTx: "no such transaction", CodeNoSuchCursor: "no such cursor", CodeNoSuchStmt: "no such statement",
 	CodeBadRequest: "bad request", CodeUnsupportedVersion: "unsupported version", CodeDiverged: "diverged",
-	CodeUnavailable: "unavailable", CodeInternal: "internal error",
+	CodeUnavailable: "unavailable", CodeInternal: "internal error", CodeNotCommitted: "not committed",
 }
 
 func (c ErrCode) String() string {

@@ -37,8 +37,9 @@ const (
 	TypeOK          MsgType = 25
 	TypeError       MsgType = 26
 	TypeRedirect    MsgType = 27
+	TypeOutcome     MsgType = 28
 
-	maxType = TypeRedirect
+	maxType = TypeOutcome
 )
 
 var typeNames = [...]string{
@@ -49,6 +50,7 @@ var typeNames = [...]string{
 	TypeTxBegun: "TxBegun", TypeCommit: "Commit", TypeRollback: "Rollback", TypePrepare: "Prepare",
 	TypePrepared: "Prepared", TypeCloseStmt: "CloseStmt", TypeJoin: "Join", TypeRemove: "Remove",
 	TypeTransfer: "Transfer", TypeOK: "OK", TypeError: "Error", TypeRedirect: "Redirect",
+	TypeOutcome: "Outcome",
 }
 
 // Known reports whether t is a message type of this protocol version.
@@ -128,6 +130,8 @@ func New(t MsgType) Message {
 		return new(Error)
 	case TypeRedirect:
 		return new(Redirect)
+	case TypeOutcome:
+		return new(Outcome)
 	}
 	return nil
 }
@@ -415,6 +419,16 @@ type Commit struct {
 	RequestID uint64
 }
 
+// Outcome asks the leader what became of a write of this client (ClientID of its Hello)
+// whose answer it lost: typically a Commit in flight when its connection broke (the
+// transaction belonged to that connection, so the Commit cannot be sent again). Answered by
+// the first outcome (Result), or Error{NotCommitted} when the leader knows it was not
+// committed and never will be.
+type Outcome struct {
+	DB        string
+	RequestID uint64
+}
+
 // Rollback abandons a transaction; answered by OK.
 type Rollback struct{ TxID uint64 }
 
@@ -562,6 +576,17 @@ func (m *Commit) Unmarshal(p []byte) error {
 	d := decoder{p: p}
 	*m = Commit{TxID: d.u64("tx id"), RequestID: d.u64("request id")}
 	return d.done(TypeCommit)
+}
+
+func (*Outcome) Type() MsgType { return TypeOutcome }
+func (m *Outcome) MarshalAppend(b []byte) []byte {
+	b = appendString(b, m.DB)
+	return appendU64(b, m.RequestID)
+}
+func (m *Outcome) Unmarshal(p []byte) error {
+	d := decoder{p: p}
+	*m = Outcome{DB: d.str("db"), RequestID: d.u64("request id")}
+	return d.done(TypeOutcome)
 }
 
 func (*Rollback) Type() MsgType                   { return TypeRollback }

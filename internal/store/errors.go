@@ -37,6 +37,10 @@ var (
 	// ErrTxAborted: the transaction was rolled back because this node lost leadership (or an
 	// entry from another leader had to be applied); nothing of it was committed.
 	ErrTxAborted = errors.New("store: transaction aborted by a leadership change")
+	// ErrNotCommitted: Outcome found no record of the request on the leader, after every
+	// entry of earlier leaders was applied and with no transaction of this database open or
+	// committing: it was not committed and never will be.
+	ErrNotCommitted = errors.New("store: request not committed")
 	// ErrNotReadOnly: Query was given a statement that writes; send it through Exec.
 	ErrNotReadOnly = errors.New("store: a query must be read-only; send writes through Exec")
 )

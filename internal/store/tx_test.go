@@ -297,3 +297,98 @@ func TestNotLeader(t *testing.T) {
 		t.Fatalf("bad name: %v", err)
 	}
 }
+
+// Outcome answers what became of a commit whose caller lost track of it: only once the
+// transaction has ended, with the first outcome or ErrNotCommitted.
+func TestOutcomeOfACommit(t *testing.T) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	ctx := context.Background()
+	if _, err := s.Outcome(ctx, "never_written", 5, 1); !errors.Is(err, ErrNotCommitted) {
+		t.Fatalf("unknown database: %v", err)
+	}
+	mustExec(t, s, "CREATE TABLE t(v)")
+	if _, err := s.Outcome(ctx, testDB, 5, 99); !errors.Is(err, ErrNotCommitted) {
+		t.Fatalf("unknown request: %v", err)
+	}
+	if _, err := s.Outcome(ctx, testDB, 5, 0); err == nil || errors.Is(err, ErrNotCommitted) {
+		t.Fatalf("request 0: %v", err)
+	}
+
+	type answer struct {
+		res Result
+		err error
+	}
+	ask := func(requestID uint64) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			res, err := s.Outcome(ctx, testDB, 5, requestID)
+			ch <- answer{res, err}
+		}()
+		return ch
+	}
+	mustNotAnswer := func(ch <-chan answer, why string) {
+		t.Helper()
+		select {
+		case a := <-ch:
+			t.Fatalf("answered while %s: %+v", why, a)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+
+	// Asked while the transaction is open: answered once it commits.
+	tx, err := s.Begin(ctx, testDB, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, "INSERT INTO t VALUES(1)")
+	q := ask(99)
+	mustNotAnswer(q, "the transaction is open")
+	cres, err := tx.Commit(ctx, 99)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := <-q; a.err != nil || a.res.Index != cres.Index || a.res.Index == 0 {
+		t.Fatalf("outcome %+v, commit %+v", a, cres)
+	}
+
+	// The commit's caller gave up while the entry was not yet applied (its answer would
+	// have been "outcome unknown"): the question waits for the entry.
+	tx, err = s.Begin(ctx, testDB, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, "INSERT INTO t VALUES(2)")
+	f.setPaused(true)
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err = tx.Commit(cctx, 100)
+	cancel()
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		f.setPaused(false)
+		t.Fatalf("commit with the applier paused: %v", err)
+	}
+	q = ask(100)
+	mustNotAnswer(q, "the entry is not applied")
+	f.setPaused(false)
+	if a := <-q; a.err != nil || a.res.Index == 0 {
+		t.Fatalf("outcome of the late commit: %+v", a)
+	}
+
+	// Rolled back: not committed, and said so only after the rollback.
+	tx, err = s.Begin(ctx, testDB, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, "INSERT INTO t VALUES(3)")
+	q = ask(101)
+	mustNotAnswer(q, "the transaction is open")
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if a := <-q; !errors.Is(a.err, ErrNotCommitted) {
+		t.Fatalf("outcome of a rolled back transaction: %+v", a)
+	}
+	if n := queryInt(t, s, "SELECT count(*) FROM t"); n != 2 {
+		t.Fatalf("%d rows, want 2", n)
+	}
+}

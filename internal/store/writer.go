@@ -35,13 +35,15 @@ const (
 	jobCancelled
 )
 
-// job is a queued request or interactive transaction.
+// job is a queued request, interactive transaction or Outcome question.
 type job struct {
-	ctx   context.Context
-	req   Request
-	tx    *Tx // non-nil: Begin of an interactive transaction
-	state atomic.Int32
-	done  chan jobResult // buffered: the writer never blocks answering
+	ctx context.Context
+	req Request
+	tx  *Tx // non-nil: Begin of an interactive transaction
+	// lookup: not a write but a question for Outcome, answered in queue order.
+	lookup bool
+	state  atomic.Int32
+	done   chan jobResult // buffered: the writer never blocks answering
 }
 
 type jobResult struct {
@@ -182,14 +184,18 @@ func (db *database) writerLoop() {
 				continue
 			}
 		}
-		if j := wr.pending[0]; j.tx != nil {
+		if j := wr.pending[0]; j.tx != nil || j.lookup {
 			wr.pending = wr.pending[1:]
-			wr.runTx(j)
+			if j.lookup {
+				wr.runLookup(j)
+			} else {
+				wr.runTx(j)
+			}
 			continue
 		}
 		wr.coalesce()
 		n := 0
-		for n < len(wr.pending) && n < maxBatch && wr.pending[n].tx == nil {
+		for n < len(wr.pending) && n < maxBatch && wr.pending[n].tx == nil && !wr.pending[n].lookup {
 			n++
 		}
 		batch := append([]*job(nil), wr.pending[:n]...)
