@@ -244,4 +244,38 @@ func TestEmbeddedPreparedStatements(t *testing.T) {
 	if _, err := db.ExecContext(ctx, `INSERT INTO t VALUES(?, ?)`, 3); err == nil || !strings.Contains(err.Error(), "no argument for parameter") {
 		t.Fatalf("Exec with a missing argument: %v", err)
 	}
+
+	// Inside a transaction: the argument count is checked too, and a statement on a table
+	// the transaction created (which the leader cannot compile outside it) still works.
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	txIns, err := tx.PrepareContext(ctx, `INSERT INTO t VALUES(?, ?)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txIns.ExecContext(ctx, 4); err == nil || !strings.Contains(err.Error(), "expected 2 arguments, got 1") {
+		t.Fatalf("Exec in a transaction with a missing argument: %v", err)
+	}
+	if _, err := txIns.ExecContext(ctx, 4, 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE u(x)`); err != nil {
+		t.Fatal(err)
+	}
+	txNew, err := tx.PrepareContext(ctx, `INSERT INTO u VALUES(?)`)
+	if err != nil {
+		t.Fatalf("prepare on a table created in the transaction: %v", err)
+	}
+	if _, err := txNew.ExecContext(ctx, 6); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM t) + (SELECT x FROM u)`).Scan(&n); err != nil || n != 2+6 {
+		t.Fatalf("after the transaction: %d %v", n, err)
+	}
 }

@@ -46,14 +46,27 @@ func (c *conn) Prepare(query string) (sqldriver.Stmt, error) {
 	return c.PrepareContext(context.Background(), query)
 }
 
-// PrepareContext prepares on the leader, so syntax errors show at once. Inside a
-// transaction, or when the leader cannot be reached, the statement is kept as text.
+// PrepareContext prepares on the leader, so syntax errors show at once. When the leader
+// cannot be reached the statement is kept as text. Inside a transaction the statement runs
+// as text in the transaction, but is compiled on the leader too, for its parameter count
+// (NumInput); an SQLite error there is not final (the statement may name a table the
+// transaction created), so the statement is then kept as text with NumInput -1.
 func (c *conn) PrepareContext(ctx context.Context, query string) (sqldriver.Stmt, error) {
 	if c.closed {
 		return nil, sqldriver.ErrBadConn
 	}
 	s := &stmt{c: c, sql: query}
 	if c.tx != nil {
+		cs, err := c.cl.Prepare(ctx, c.cfg.DB, query)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			return s, nil
+		}
+		s.numInput = cs.NumParams()
+		cs.Close()
+		s.hasNumInput = true
 		return s, nil
 	}
 	cs, err := c.cl.Prepare(ctx, c.cfg.DB, query)
@@ -301,6 +314,10 @@ type stmt struct {
 	c   *conn
 	sql string
 	cs  *client.Stmt // nil: send the text
+	// numInput, when hasNumInput, is the parameter count of a statement prepared inside a
+	// transaction (sent as text, compiled on the leader only to count its parameters).
+	numInput    int
+	hasNumInput bool
 }
 
 func (s *stmt) Close() error {
@@ -312,13 +329,17 @@ func (s *stmt) Close() error {
 
 // NumInput is the number of parameters the server found when it prepared the statement
 // (sqlite3_bind_parameter_count, so that database/sql checks the count before sending), or
-// -1 when it could not tell (the statement is kept as text, or the server did not compile
-// it); the server then checks the arguments when the statement runs.
+// -1 when it could not tell (the leader was not reachable, the server did not compile it,
+// or, inside a transaction, could not); the server then checks the arguments when the
+// statement runs.
 func (s *stmt) NumInput() int {
-	if s.cs == nil {
-		return -1
+	switch {
+	case s.cs != nil:
+		return s.cs.NumParams()
+	case s.hasNumInput:
+		return s.numInput
 	}
-	return s.cs.NumParams()
+	return -1
 }
 
 func (s *stmt) CheckNamedValue(nv *sqldriver.NamedValue) error { return checkNamedValue(nv) }

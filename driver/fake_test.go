@@ -278,7 +278,15 @@ func (n *sqlNode) handle(c *wiretest.Conn, id uint64, m wire.Message) {
 			c.Reply(id, &wire.Error{Code: wire.CodeInternal})
 			return
 		}
-		st, err := d.PrepareContext(ctx, m.SQL)
+		// The fake's one connection may be held by an open transaction: compile there.
+		prep := d.PrepareContext
+		n.mu.Lock()
+		for _, tx := range n.txs {
+			prep = tx.PrepareContext
+			break
+		}
+		n.mu.Unlock()
+		st, err := prep(ctx, m.SQL)
 		if err != nil {
 			c.Reply(id, sqlErr(err))
 			return
