@@ -344,10 +344,12 @@ func TestRemovedFollowerLearnsAndStaysRemoved(t *testing.T) {
 	}
 }
 
-// The leader may apply a removal before any message has told the removed follower that the
-// entry committed; from then on raft sends it nothing. Here every append that would carry
-// the news is dropped: only the leader's removal notice can tell the follower.
-func TestRemovalNoticeReachesFollowerThatMissedTheCommit(t *testing.T) {
+// removeFollowerWhileDropping bootstraps three nodes and removes a follower (the victim)
+// while the network drops the messages drop selects, given the victim and the commit index
+// before the removal; it waits until the victim learns of its removal and returns it and
+// that index.
+func removeFollowerWhileDropping(t *testing.T, drop func(m *raftpb.Message, victim, before uint64) bool) (*Node, uint64) {
+	t.Helper()
 	c := newMemCluster(t, nil)
 	c.bootstrap(3)
 	c.proposeAll(seq("a", 0, 5))
@@ -362,9 +364,7 @@ func TestRemovalNoticeReachesFollowerThatMissedTheCommit(t *testing.T) {
 		before = c.node(lead).Status().Commit
 		return c.node(victim).Status().Commit == before
 	})
-	c.nw.Drop(func(m *raftpb.Message) bool {
-		return m.GetTo() == victim && m.GetType() == raftpb.MsgApp && m.GetCommit() > before
-	})
+	c.nw.Drop(func(m *raftpb.Message) bool { return drop(m, victim, before) })
 	defer c.nw.Heal()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -372,6 +372,16 @@ func TestRemovalNoticeReachesFollowerThatMissedTheCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitRemoved(t, c.node(victim))
+	return c.node(victim), before
+}
+
+// The leader may apply a removal before any message has told the removed follower that the
+// entry committed; from then on raft sends it nothing. Here every append that would carry
+// the news is dropped: only the leader's removal notice can tell the follower.
+func TestRemovalNoticeReachesFollowerThatMissedTheCommit(t *testing.T) {
+	removeFollowerWhileDropping(t, func(m *raftpb.Message, victim, before uint64) bool {
+		return m.GetTo() == victim && m.GetType() == raftpb.MsgApp && m.GetCommit() > before
+	})
 }
 
 // The leader applied the removal without having seen the victim acknowledge it (the
@@ -379,21 +389,7 @@ func TestRemovalNoticeReachesFollowerThatMissedTheCommit(t *testing.T) {
 // hearing no leader, asks for pre-votes; its request shows that it holds the removal entry,
 // and the leader tells it then.
 func TestRemovedMemberIsToldWhenItAsksForVotes(t *testing.T) {
-	c := newMemCluster(t, nil)
-	c.bootstrap(3)
-	c.proposeAll(seq("a", 0, 5))
-	c.waitConverged(seq("a", 0, 5))
-	lead := c.leader()
-	victim := uint64(1)
-	for victim == lead {
-		victim++
-	}
-	var before uint64
-	waitFor(t, 5*time.Second, "the victim to hold every committed entry", func() bool {
-		before = c.node(lead).Status().Commit
-		return c.node(victim).Status().Commit == before
-	})
-	c.nw.Drop(func(m *raftpb.Message) bool {
+	n, before := removeFollowerWhileDropping(t, func(m *raftpb.Message, victim, before uint64) bool {
 		switch {
 		case m.GetTo() == victim && m.GetType() == raftpb.MsgApp:
 			return m.GetCommit() > before // the entry arrives; its commit does not
@@ -402,14 +398,7 @@ func TestRemovedMemberIsToldWhenItAsksForVotes(t *testing.T) {
 		}
 		return false
 	})
-	defer c.nw.Heal()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.node(lead).RemoveMember(ctx, victim); err != nil {
-		t.Fatal(err)
-	}
-	waitRemoved(t, c.node(victim))
-	if st := c.node(victim).Status(); st.RemovedAt != before+1 {
+	if st := n.Status(); st.RemovedAt != before+1 {
 		t.Fatalf("removed at %d, want %d (the removal entry)", st.RemovedAt, before+1)
 	}
 }
