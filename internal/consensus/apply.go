@@ -231,38 +231,60 @@ func (n *Node) recordFormersLocked(before map[uint64]bool, cs *raftpb.ConfState,
 	n.formers.Store(&next)
 }
 
-// noticeFormer sends a removed member the notice that removalNotices could not (its
-// acknowledgement of the removal came after the leader applied it, or it was cut off then),
-// once a message from it proves that it holds the entry that removed it:
-//   - an acknowledgement of this leader's appends up to the removal or beyond; or
-//   - a (pre-)vote request whose last entry matches this node's log at an index at or past
-//     the removal: by the log matching property its log then holds the removal entry.
+// noticeFormer tells a removed member of its removal when removalNotices could not (its
+// acknowledgement of the removal came after the leader applied it, it was cut off then, or
+// it was down and comes back with an older log). It acts on a message from the member that
+// shows how far its log matches this leader's:
+//   - an acknowledgement of this leader's appends (same term) up to some index; or
+//   - a (pre-)vote request whose last entry matches this node's log at that index: by the
+//     log matching property the member's log equals this node's up to there.
 //
-// A removed node that stopped hearing from the leader asks for votes every election
-// timeout, so it learns of its removal within one. One that never got the entry is not
-// told (committing an index it does not hold would corrupt its log); it waits for an
-// operator, as its status says.
+// If the member holds the removal entry, it gets the heartbeat raft itself would send, with
+// the removal as commit index. If not, it gets the committed entries it lacks up to the
+// removal (1 MiB per message, the next part when it acknowledges), as raft's append would
+// carry them, with their own commit index. A removed node that hears no leader asks for
+// votes every election timeout, so it learns within one of coming back. One whose log
+// does not match, or which needs entries this node has compacted, is not told: committing
+// an index it does not hold would corrupt its log. It waits for an operator, as its status
+// says.
 func (n *Node) noticeFormer(m *raftpb.Message, fm formerMember) {
 	st := n.raft.Status()
+	term := st.HardState.GetTerm()
 	if st.RaftState != raft.StateLeader || fm.addr == "" {
 		return
 	}
-	holds := false
+	var held uint64 // the member's log matches this node's up to here
 	switch m.GetType() {
 	case raftpb.MsgAppResp:
-		holds = !m.GetReject() && m.GetTerm() == st.HardState.GetTerm() && m.GetIndex() >= fm.removedAt
-	case raftpb.MsgPreVote, raftpb.MsgVote:
-		if m.GetIndex() >= fm.removedAt {
-			t, err := n.storage.Term(m.GetIndex())
-			holds = err == nil && t == m.GetLogTerm()
+		if m.GetReject() || m.GetTerm() != term {
+			return
 		}
-	}
-	if !holds {
+		held = m.GetIndex()
+	case raftpb.MsgPreVote, raftpb.MsgVote:
+		t, err := n.storage.Term(m.GetIndex())
+		if err != nil || t != m.GetLogTerm() {
+			return
+		}
+		held = m.GetIndex()
+	default:
 		return
 	}
 	id := m.GetFrom()
-	notice := &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: new(id), From: new(n.cfg.ID),
-		Term: new(st.HardState.GetTerm()), Commit: new(fm.removedAt)}
+	msg := &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: new(id), From: new(n.cfg.ID),
+		Term: new(term), Commit: new(fm.removedAt)}
+	if held < fm.removedAt {
+		prevTerm, err := n.storage.Term(held)
+		if err != nil {
+			return // compacted
+		}
+		ents, err := n.storage.Entries(held+1, fm.removedAt+1, 1<<20)
+		if err != nil || len(ents) == 0 {
+			return
+		}
+		msg = &raftpb.Message{Type: raftpb.MsgApp.Enum(), To: new(id), From: new(n.cfg.ID),
+			Term: new(term), Index: new(held), LogTerm: new(prevTerm), Entries: ents,
+			Commit: new(ents[len(ents)-1].GetIndex())}
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.stopped {
@@ -274,9 +296,10 @@ func (n *Node) noticeFormer(m *raftpb.Message, fm formerMember) {
 	// The transport holds no peer for a former member: add it for this one message; the
 	// retired peer still delivers what it queued.
 	n.cfg.Transport.SetPeer(id, fm.addr)
-	n.cfg.Transport.Send([]*raftpb.Message{notice})
+	n.cfg.Transport.Send([]*raftpb.Message{msg})
 	n.cfg.Transport.RemovePeer(id)
-	n.log.Info("told a removed member that it was removed", "member", id, "index", fm.removedAt)
+	n.log.Info("telling a removed member that it was removed", "member", id, "index", fm.removedAt,
+		"matched", held, "sent", msg.GetType())
 }
 
 // setConfLocked installs a new configuration and brings the transport's peers in line.

@@ -403,6 +403,58 @@ func TestRemovedMemberIsToldWhenItAsksForVotes(t *testing.T) {
 	}
 }
 
+// A follower that was cut off or down while it was removed never received the removal
+// entry. When it comes back it asks for votes; the leader sends it the committed entries it
+// lacks up to its removal, and it applies them and stops.
+func TestRemovedWhileAwayLearnsWhenBack(t *testing.T) {
+	for _, away := range []string{"cut off", "stopped"} {
+		t.Run(away, func(t *testing.T) {
+			c := newMemCluster(t, nil)
+			c.bootstrap(3)
+			c.proposeAll(seq("a", 0, 5))
+			c.waitConverged(seq("a", 0, 5))
+			lead := c.leader()
+			victim := uint64(1)
+			for victim == lead {
+				victim++
+			}
+			before := c.node(victim).Status().Applied
+			if away == "cut off" {
+				c.nw.Isolate(victim)
+			} else {
+				c.stop(victim)
+			}
+			c.proposeAll(seq("b", 0, 5)) // entries the victim misses before its removal
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := c.node(lead).RemoveMember(ctx, victim); err != nil {
+				t.Fatal(err)
+			}
+			removal := c.node(lead).Status().Applied
+			c.proposeAll(seq("c", 0, 5)) // and entries after it, which it must not get
+			if away == "cut off" {
+				c.nw.Heal()
+			} else {
+				c.start(victim, false)
+			}
+			n := c.node(victim)
+			waitRemoved(t, n)
+			st := n.Status()
+			waitFor(t, 5*time.Second, "the victim to have applied up to its removal", func() bool {
+				st = n.Status()
+				return st.Applied >= st.RemovedAt
+			})
+			if st.RemovedAt <= before || st.RemovedAt > removal || st.Applied != st.RemovedAt {
+				t.Fatalf("victim applied %d, removed at %d; it had applied %d, the removal is at or before %d",
+					st.Applied, st.RemovedAt, before, removal)
+			}
+			if got := c.sm(victim).data(); !slices.Equal(got, append(seq("a", 0, 5), seq("b", 0, 5)...)) {
+				t.Fatalf("victim's state machine holds %v", head(got))
+			}
+		})
+	}
+}
+
 func TestTransferLeadershipAndSubscribe(t *testing.T) {
 	c := newMemCluster(t, nil)
 	c.bootstrap(3)
