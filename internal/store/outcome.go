@@ -13,7 +13,8 @@ import (
 // database's writer queue, after LeaderReady: every entry of earlier leaders that will ever
 // commit is applied by then, and the writer runs one transaction or batch at a time, so a
 // commit of this leader that was under way is applied (its record written) or abandoned
-// before the question is answered. A transaction that changed nothing is not recorded and
+// before the question is answered; if the writer gave up waiting for one in this term, it
+// first proposes an empty entry and waits for it (fence). A transaction that changed nothing is not recorded and
 // reads as not committed, which for it is the same thing.
 func (s *Store) Outcome(ctx context.Context, dbName string, clientID, requestID uint64) (Result, error) {
 	if err := s.Diverged(); err != nil {
@@ -52,9 +53,16 @@ func (wr *writer) runLookup(j *job) {
 		j.finish(Result{}, err)
 		return
 	}
-	if _, err := wr.leaderReady([]*job{j}); err != nil {
+	term, err := wr.leaderReady([]*job{j})
+	if err != nil {
 		j.finish(Result{}, err)
 		return
+	}
+	if wr.unresolvedTerm == term {
+		if err := wr.fence(term); err != nil {
+			j.finish(Result{}, err)
+			return
+		}
 	}
 	res, found, err := lookupRequest(&wr.w.stmts, reqKey{j.req.ClientID, j.req.RequestID})
 	switch {
@@ -65,4 +73,32 @@ func (wr *writer) runLookup(j *job) {
 	default:
 		j.finish(res, nil)
 	}
+}
+
+// fence settles the proposals this writer gave up on in term: it proposes an empty command
+// and waits until it is applied (or skipped). Raft keeps the order of one leader's
+// proposals within a term, so a given-up entry that is ever committed comes before the
+// fence and has been applied (its record written) by then; one that is not there never
+// will be. The empty command changes nothing but the database's applied index.
+func (wr *writer) fence(term uint64) error {
+	rows, err := wr.w.stmts.query(`SELECT idx FROM _tandem_applied WHERE id=1`)
+	if err != nil {
+		return err
+	}
+	var base uint64
+	if len(rows) > 0 {
+		v, _ := rows[0][0].(int64)
+		base = uint64(v)
+	}
+	wr.unresolvedTerm = 0
+	_, err = wr.propose(term, &command{DB: wr.db.name, BaseIndex: base}, 0, false)
+	switch {
+	case wr.unresolvedTerm == term:
+		return err // the fence itself was given up: still open (ErrOutcomeUnknown)
+	case err != nil && !errors.Is(err, ErrOutcomeUnknown):
+		wr.unresolvedTerm = term
+		return err // not proposed (closed, or no longer leader)
+	}
+	// Applied, or skipped because a given-up entry was applied first: settled either way.
+	return nil
 }

@@ -392,3 +392,53 @@ func TestOutcomeOfACommit(t *testing.T) {
 		t.Fatalf("%d rows, want 2", n)
 	}
 }
+
+// The writer gave up waiting for a commit's entry (ProposalTimeout) while raft may still
+// commit it in the same term: Outcome must not say "not committed" before that is settled.
+func TestOutcomeAfterTheWriterGaveUp(t *testing.T) {
+	for _, lost := range []bool{false, true} {
+		name := map[bool]string{false: "entry late", true: "entry lost"}[lost]
+		t.Run(name, func(t *testing.T) {
+			f := newCluster(t, 1, func(o *Options) { o.ProposalTimeout = 150 * time.Millisecond })
+			s := f.leader()
+			ctx := context.Background()
+			mustExec(t, s, "CREATE TABLE t(v)")
+			tx, err := s.Begin(ctx, testDB, 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustTxExec(t, tx, "INSERT INTO t VALUES(1)")
+			if lost {
+				f.setDropping(true)
+			} else {
+				f.setPaused(true)
+			}
+			if _, err := tx.Commit(ctx, 9); !errors.Is(err, ErrOutcomeUnknown) {
+				f.setPaused(false)
+				t.Fatalf("commit whose entry is stuck: %v", err)
+			}
+			f.setDropping(false)
+			got := make(chan error, 1)
+			go func() {
+				_, err := s.Outcome(ctx, testDB, 5, 9)
+				got <- err
+			}()
+			if !lost {
+				select {
+				case err := <-got:
+					t.Fatalf("answered while the entry was still unapplied: %v", err)
+				case <-time.After(100 * time.Millisecond):
+				}
+				f.setPaused(false)
+			}
+			err = <-got
+			rows := queryInt(t, s, "SELECT count(*) FROM t")
+			switch {
+			case lost && (!errors.Is(err, ErrNotCommitted) || rows != 0):
+				t.Fatalf("lost entry: outcome %v, %d rows", err, rows)
+			case !lost && (err != nil || rows != 1):
+				t.Fatalf("late entry: outcome %v, %d rows", err, rows)
+			}
+		})
+	}
+}

@@ -119,6 +119,11 @@ type writer struct {
 
 	lastBatch int           // requests in the previous batch
 	lastRound time.Duration // how long the previous batch took, execution to apply
+	// unresolvedTerm is the last term in which this writer gave up waiting for a proposal
+	// that raft may still commit (ProposalTimeout, or Propose failing after all): until
+	// the writer's next entry of that term is applied, the outcome of the given-up one is
+	// open (see runLookup).
+	unresolvedTerm uint64
 }
 
 // Coalescing bounds: see writer.coalesce.
@@ -638,7 +643,7 @@ func (wr *writer) propose(term uint64, cmd *command, requests int, held bool) (u
 	ctx, cancel := context.WithTimeout(wr.db.ctx, s.opts.ProposalTimeout)
 	defer cancel()
 	if err := s.opts.Proposer.Propose(ctx, encodeCommand(nil, cmd)); err != nil {
-		return wr.giveUp(k, ch, fmt.Errorf("%w: propose: %w", ErrOutcomeUnknown, err))
+		return wr.giveUpOpen(term, k, ch, fmt.Errorf("%w: propose: %w", ErrOutcomeUnknown, err))
 	}
 	s.statEntries.Add(1)
 	s.statRequests.Add(uint64(requests))
@@ -654,8 +659,17 @@ func (wr *writer) propose(term uint64, cmd *command, requests int, held bool) (u
 	case <-preempt:
 		return wr.giveUp(k, ch, errPreempted)
 	case <-ctx.Done():
-		return wr.giveUp(k, ch, fmt.Errorf("%w: waiting for apply: %w", ErrOutcomeUnknown, ctx.Err()))
+		return wr.giveUpOpen(term, k, ch, fmt.Errorf("%w: waiting for apply: %w", ErrOutcomeUnknown, ctx.Err()))
 	}
+}
+
+// giveUpOpen is giveUp for a proposal that raft may still commit later in term.
+func (wr *writer) giveUpOpen(term uint64, k proposalKey, ch chan applyOutcome, err error) (uint64, error) {
+	index, err := wr.giveUp(k, ch, err)
+	if err != nil {
+		wr.unresolvedTerm = term
+	}
+	return index, err
 }
 
 // giveUp stops waiting for the proposal k with err, unless its outcome has just been sent.
