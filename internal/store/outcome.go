@@ -46,16 +46,8 @@ func (s *Store) Outcome(ctx context.Context, dbName string, clientID, requestID 
 
 // runLookup answers an Outcome question on the writer goroutine.
 func (wr *writer) runLookup(j *job) {
-	if !j.state.CompareAndSwap(jobQueued, jobStarted) {
-		return
-	}
-	if err := j.ctx.Err(); err != nil {
-		j.finish(Result{}, err)
-		return
-	}
-	term, err := wr.leaderReady([]*job{j})
-	if err != nil {
-		j.finish(Result{}, err)
+	term, ok := wr.startAlone(j)
+	if !ok {
 		return
 	}
 	if wr.unresolvedTerm == term {
@@ -81,14 +73,9 @@ func (wr *writer) runLookup(j *job) {
 // fence and has been applied (its record written) by then; one that is not there never
 // will be. The empty command changes nothing but the database's applied index.
 func (wr *writer) fence(term uint64) error {
-	rows, err := wr.w.stmts.query(`SELECT idx FROM _tandem_applied WHERE id=1`)
+	base, err := wr.appliedIndex()
 	if err != nil {
 		return err
-	}
-	var base uint64
-	if len(rows) > 0 {
-		v, _ := rows[0][0].(int64)
-		base = uint64(v)
 	}
 	wr.unresolvedTerm = 0
 	_, err = wr.propose(term, &command{DB: wr.db.name, BaseIndex: base}, 0, false)

@@ -123,16 +123,8 @@ func (t *Tx) call(ctx context.Context, op *txOp) (Result, error) {
 func (wr *writer) runTx(j *job) {
 	t := j.tx
 	s := wr.s
-	if !j.state.CompareAndSwap(jobQueued, jobStarted) {
-		return
-	}
-	if err := j.ctx.Err(); err != nil {
-		j.finish(Result{}, err)
-		return
-	}
-	term, err := wr.leaderReady([]*job{j})
-	if err != nil {
-		j.finish(Result{}, err)
+	term, ok := wr.startAlone(j)
+	if !ok {
 		return
 	}
 	w := wr.w

@@ -278,6 +278,34 @@ func (wr *writer) leaderReady(jobs []*job) (uint64, error) {
 	return p.LeaderReady(ctx)
 }
 
+// startAlone starts a job the writer serves on its own (an interactive transaction, an
+// Outcome question): it returns the term to serve it in, or false after answering it.
+func (wr *writer) startAlone(j *job) (uint64, bool) {
+	if !j.state.CompareAndSwap(jobQueued, jobStarted) {
+		return 0, false
+	}
+	if err := j.ctx.Err(); err != nil {
+		j.finish(Result{}, err)
+		return 0, false
+	}
+	term, err := wr.leaderReady([]*job{j})
+	if err != nil {
+		j.finish(Result{}, err)
+		return 0, false
+	}
+	return term, true
+}
+
+// appliedIndex reads the database's own applied index as the writer's connection sees it.
+func (wr *writer) appliedIndex() (uint64, error) {
+	rows, err := wr.w.stmts.query(`SELECT idx FROM _tandem_applied WHERE id=1`)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	v, _ := rows[0][0].(int64)
+	return uint64(v), nil
+}
+
 // drainPreempt forgets preemption requests made before this write transaction began.
 func (wr *writer) drainPreempt() {
 	select {
@@ -564,13 +592,8 @@ type effectsBase struct {
 
 // beginEffects reads what the batch's entry is relative to and starts the session.
 func (wr *writer) beginEffects() (base effectsBase, sess *sqlite.Session, err error) {
-	rows, err := wr.w.stmts.query(`SELECT idx FROM _tandem_applied WHERE id=1`)
-	if err != nil {
+	if base.index, err = wr.appliedIndex(); err != nil {
 		return base, nil, err
-	}
-	if len(rows) > 0 {
-		v, _ := rows[0][0].(int64)
-		base.index = uint64(v)
 	}
 	if base.seq, err = readSeq(&wr.w.stmts); err != nil {
 		return base, nil, err
