@@ -344,21 +344,29 @@ func TestRemovedFollowerLearnsAndStaysRemoved(t *testing.T) {
 	}
 }
 
+// clusterWithVictim bootstraps three nodes that hold entries a-0..a-4 and picks a
+// follower (the victim) to remove.
+func clusterWithVictim(t *testing.T) (c *testCluster, lead, victim uint64) {
+	t.Helper()
+	c = newMemCluster(t, nil)
+	c.bootstrap(3)
+	c.proposeAll(seq("a", 0, 5))
+	c.waitConverged(seq("a", 0, 5))
+	lead = c.leader()
+	victim = 1
+	for victim == lead {
+		victim++
+	}
+	return c, lead, victim
+}
+
 // removeFollowerWhileDropping bootstraps three nodes and removes a follower (the victim)
 // while the network drops the messages drop selects, given the victim and the commit index
 // before the removal; it waits until the victim learns of its removal and returns it and
 // that index.
 func removeFollowerWhileDropping(t *testing.T, drop func(m *raftpb.Message, victim, before uint64) bool) (*Node, uint64) {
 	t.Helper()
-	c := newMemCluster(t, nil)
-	c.bootstrap(3)
-	c.proposeAll(seq("a", 0, 5))
-	c.waitConverged(seq("a", 0, 5))
-	lead := c.leader()
-	victim := uint64(1)
-	for victim == lead {
-		victim++
-	}
+	c, lead, victim := clusterWithVictim(t)
 	var before uint64
 	waitFor(t, 5*time.Second, "the victim to hold every committed entry", func() bool {
 		before = c.node(lead).Status().Commit
@@ -409,15 +417,7 @@ func TestRemovedMemberIsToldWhenItAsksForVotes(t *testing.T) {
 func TestRemovedWhileAwayLearnsWhenBack(t *testing.T) {
 	for _, away := range []string{"cut off", "stopped"} {
 		t.Run(away, func(t *testing.T) {
-			c := newMemCluster(t, nil)
-			c.bootstrap(3)
-			c.proposeAll(seq("a", 0, 5))
-			c.waitConverged(seq("a", 0, 5))
-			lead := c.leader()
-			victim := uint64(1)
-			for victim == lead {
-				victim++
-			}
+			c, lead, victim := clusterWithVictim(t)
 			before := c.node(victim).Status().Applied
 			if away == "cut off" {
 				c.nw.Isolate(victim)
