@@ -475,13 +475,6 @@ func (ss *session) commit(ctx context.Context, m *wire.Commit) wire.Message {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	res, err := t.tx.Commit(ctx, m.RequestID)
-	if err != nil {
-		// The transaction is no longer in ss.txs, so the connection's cleanup will not roll
-		// it back: if the Commit never reached the writer (the connection closed first),
-		// the transaction would hold the writer until its idle timeout. A no-op once the
-		// transaction has ended.
-		_ = t.tx.Rollback()
-	}
 	return resultMsg(res, err)
 }
 

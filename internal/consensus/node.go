@@ -50,7 +50,7 @@ type Node struct {
 	readReqs   chan chan readResult
 	readRounds atomic.Uint64 // read-index rounds run (for tests and status)
 	// formers holds the members this node saw removed (an immutable map, replaced on every
-	// removal), so that deliver can tell one that missed its removal (see removalNoticeFor).
+	// removal), so that deliver can tell one that missed its removal (see noticeFormer).
 	formers atomic.Pointer[map[uint64]formerMember]
 
 	// apply goroutine state (owned by it after Start).

@@ -69,7 +69,8 @@ func (t *Tx) Exec(ctx context.Context, sql string, args []sqlite.Value) (Result,
 }
 
 // Commit replicates the transaction as one entry and returns once it is applied here.
-// requestID (non-zero) makes a retried Commit return the first outcome.
+// requestID (non-zero) makes a retried Commit return the first outcome. If ctx ends before
+// the writer took the commit, the transaction is rolled back.
 func (t *Tx) Commit(ctx context.Context, requestID uint64) (Result, error) {
 	return t.call(ctx, &txOp{kind: txCommit, ctx: ctx, requestID: requestID})
 }
@@ -105,6 +106,11 @@ func (t *Tx) call(ctx context.Context, op *txOp) (Result, error) {
 	case <-t.done:
 		return Result{}, t.endErr()
 	case <-ctx.Done():
+		if op.kind == txCommit {
+			// A commit that never reached the writer ends the transaction: nobody may send
+			// it again, and it must not hold the writer until its idle timeout.
+			t.quitOnce.Do(func() { close(t.quit) })
+		}
 		return Result{}, ctx.Err()
 	}
 	select {
