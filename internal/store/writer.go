@@ -126,33 +126,61 @@ type writer struct {
 	unresolvedTerm uint64
 }
 
-// Coalescing bounds: see writer.coalesce.
+// Coalescing bounds: see coalesceWindow.
 const (
-	coalesceGap = 100 * time.Microsecond // stop when no request arrives for this long
-	coalesceMax = time.Millisecond       // never wait longer than this in all
+	coalesceMinGap  = 100 * time.Microsecond // the shortest wait for the next request
+	coalesceMaxWait = 2 * time.Millisecond   // never wait longer than this in all
 )
 
-// coalesce waits briefly for more requests before a batch when the previous batch carried
-// several. Under a concurrent load the clients whose requests were just answered send their
-// next ones within a few tens of microseconds; catching them in this batch instead of the
-// next halves the Raft rounds per request (the same idea as PostgreSQL's commit_delay). It
-// stops at the first gap of coalesceGap without a new request, after a quarter of the
-// previous round, or at coalesceMax; a lone writer (previous batch of one) never waits.
-func (wr *writer) coalesce() {
-	if wr.lastBatch < 2 || len(wr.pending) >= maxBatch {
+// coalesceWindow says how long the writer waits for more requests before a batch, given the
+// previous batch: in all (wait) and for each next request (gap). Zero: start at once.
+//
+// Under a closed-loop load (clients that each wait for their answer before sending again)
+// the clients answered by the previous batch come back a little later. Without waiting for
+// them they split into two cohorts that alternate, each waiting for the other's round
+// before its own starts: two Raft rounds per request. Waiting for them costs one
+// turnaround instead and pays whenever the turnaround is shorter than a round, which is
+// when the disk's fsync dominates the round. The wait scales with the previous round: up to
+// half of it in all, and an eighth of it without a new request (at least coalesceMinGap) —
+// longer rounds mean a busier machine and slower turnarounds. A lone writer (previous batch
+// of one) never waits: nobody else is coming. The same idea as PostgreSQL's commit_delay.
+func coalesceWindow(lastBatch int, lastRound time.Duration) (wait, gap time.Duration) {
+	if lastBatch < 2 {
+		return 0, 0
+	}
+	return min(lastRound/2, coalesceMaxWait), max(lastRound/8, coalesceMinGap)
+}
+
+// coalesce waits up to wait (and up to gap for each next request) until the requests
+// answered by the previous batch (lastBatch of them) are back in pending, then takes what
+// else is queued at that moment.
+func (wr *writer) coalesce(wait, gap time.Duration) {
+	if wait <= 0 || len(wr.pending) >= maxBatch {
 		return
 	}
-	deadline := time.Now().Add(min(wr.lastRound/4, coalesceMax))
-	gap := time.NewTimer(coalesceGap)
-	defer gap.Stop()
-	for len(wr.pending) < maxBatch && time.Now().Before(deadline) {
+	want := min(maxBatch, len(wr.pending)+wr.lastBatch)
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	next := time.NewTimer(gap)
+	defer next.Stop()
+	for len(wr.pending) < want {
 		select {
 		case j := <-wr.db.queue:
 			wr.pending = append(wr.pending, j)
-			gap.Reset(coalesceGap)
-		case <-gap.C:
+			next.Reset(gap)
+		case <-next.C:
+			return
+		case <-deadline.C:
 			return
 		case <-wr.db.ctx.Done():
+			return
+		}
+	}
+	for len(wr.pending) < maxBatch {
+		select {
+		case j := <-wr.db.queue:
+			wr.pending = append(wr.pending, j)
+		default:
 			return
 		}
 	}
@@ -198,7 +226,7 @@ func (db *database) writerLoop() {
 			}
 			continue
 		}
-		wr.coalesce()
+		wr.coalesce(coalesceWindow(wr.lastBatch, wr.lastRound))
 		n := 0
 		for n < len(wr.pending) && n < maxBatch && wr.pending[n].tx == nil && !wr.pending[n].lookup {
 			n++
