@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -393,8 +394,11 @@ func TestTx(t *testing.T) {
 		t.Fatal("commit retried")
 	}
 	outcomes := outcomeRequests(fc)
-	if len(outcomes) != 1 || outcomes[0].RequestID != commitIDs[0] || outcomes[0].DB != "app" {
-		t.Fatalf("outcome requests %+v, commit request id %v", outcomes, commitIDs)
+	mu.Lock() // the hook ran on the fake's goroutine; the socket's close orders nothing for the race detector
+	ids := slices.Clone(commitIDs)
+	mu.Unlock()
+	if len(outcomes) != 1 || len(ids) == 0 || outcomes[0].RequestID != ids[0] || outcomes[0].DB != "app" {
+		t.Fatalf("outcome requests %+v, commit request id %v", outcomes, ids)
 	}
 
 	// The same, but the commit took effect before the connection broke: its result.
