@@ -32,6 +32,21 @@ func coalescingWriter(t *testing.T, lastBatch int) *writer {
 	return &writer{db: &database{queue: make(chan *job, 64), ctx: ctx}, lastBatch: lastBatch}
 }
 
+// coalesceReturns runs wr.coalesce and fails the test unless it returns within 10 s.
+func coalesceReturns(t *testing.T, wr *writer, wait, gap time.Duration, failure string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		wr.coalesce(wait, gap)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal(failure)
+	}
+}
+
 // The requests the previous batch answered come back one by one, each within the gap: the
 // writer waits for all of them even though the total wait is far longer than one gap.
 func TestCoalesceWaitsForThePreviousBatchsClients(t *testing.T) {
@@ -56,16 +71,7 @@ func TestCoalesceStopsWhenThePreviousBatchIsBack(t *testing.T) {
 	for range 3 {
 		wr.db.queue <- &job{}
 	}
-	done := make(chan struct{})
-	go func() {
-		wr.coalesce(time.Hour, time.Hour)
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("coalesce waited although the previous batch's clients were back")
-	}
+	coalesceReturns(t, wr, time.Hour, time.Hour, "coalesce waited although the previous batch's clients were back")
 	if len(wr.pending) != 4 {
 		t.Fatalf("%d requests pending, want 4 (1 queued before, 3 in the queue)", len(wr.pending))
 	}
@@ -75,16 +81,7 @@ func TestCoalesceStopsWhenThePreviousBatchIsBack(t *testing.T) {
 func TestCoalesceGivesUpAfterAGap(t *testing.T) {
 	wr := coalescingWriter(t, 8)
 	wr.db.queue <- &job{}
-	done := make(chan struct{})
-	go func() {
-		wr.coalesce(time.Hour, 20*time.Millisecond)
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("coalesce did not give up after a gap without requests")
-	}
+	coalesceReturns(t, wr, time.Hour, 20*time.Millisecond, "coalesce did not give up after a gap without requests")
 	if len(wr.pending) != 1 {
 		t.Fatalf("%d requests pending, want 1", len(wr.pending))
 	}
@@ -105,16 +102,7 @@ func TestCoalesceStopsAtTheDeadline(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
-	done := make(chan struct{})
-	go func() {
-		wr.coalesce(30*time.Millisecond, time.Hour)
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("coalesce did not stop at its deadline")
-	}
+	coalesceReturns(t, wr, 30*time.Millisecond, time.Hour, "coalesce did not stop at its deadline")
 	if n := len(wr.pending); n == 0 || n >= 50 {
 		t.Fatalf("%d requests pending, want some but fewer than the 50 it waited for", n)
 	}
