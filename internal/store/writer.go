@@ -139,8 +139,8 @@ const (
 // the clients answered by the previous batch come back a little later. Without waiting for
 // them they split into two cohorts that alternate, each waiting for the other's round
 // before its own starts: two Raft rounds per request. Waiting for them costs one
-// turnaround instead and pays whenever the turnaround is shorter than a round, which is
-// when the disk's fsync dominates the round. The wait scales with the previous round: up to
+// turnaround instead and pays whenever the turnaround is shorter than the fixed part of a
+// round (replication, mostly fsyncs). The wait scales with the previous round: up to
 // half of it in all, and an eighth of it without a new request (at least coalesceMinGap) —
 // longer rounds mean a busier machine and slower turnarounds. A lone writer (previous batch
 // of one) never waits: nobody else is coming. The same idea as PostgreSQL's commit_delay.
