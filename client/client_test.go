@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -374,31 +373,22 @@ func TestTx(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var commitIDs []uint64
-	var mu sync.Mutex
-	fc.nodes[1].setHook(func(conn *wiretest.Conn, id uint64, m wire.Message) bool {
-		if cm, ok := m.(*wire.Commit); ok {
-			mu.Lock()
-			commitIDs = append(commitIDs, cm.RequestID)
-			mu.Unlock()
-			conn.Close()
-			return true
-		}
-		return false
-	})
+	onCommit(fc.nodes[1], func(conn *wiretest.Conn, id uint64, cm *wire.Commit) { conn.Close() })
 	_, err = tx.Commit(context.Background())
 	if !errors.Is(err, ErrNotCommitted) || errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("got %v", err)
 	}
-	if fc.nodes[1].count(wire.TypeCommit) != 2 {
+	commits := requestsOf[*wire.Commit](fc.nodes[1])
+	if len(commits) != 2 {
 		t.Fatal("commit retried")
 	}
 	outcomes := outcomeRequests(fc)
-	mu.Lock() // the hook ran on the fake's goroutine; the socket's close orders nothing for the race detector
-	ids := slices.Clone(commitIDs)
-	mu.Unlock()
-	if len(outcomes) != 1 || len(ids) == 0 || outcomes[0].RequestID != ids[0] || outcomes[0].DB != "app" {
-		t.Fatalf("outcome requests %+v, commit request id %v", outcomes, ids)
+	if len(outcomes) != 1 || outcomes[0].RequestID != commits[1].RequestID || outcomes[0].DB != "app" {
+		var asked []wire.Outcome
+		for _, o := range outcomes {
+			asked = append(asked, *o)
+		}
+		t.Fatalf("outcome requests %+v, commit request id %v", asked, commits[1].RequestID)
 	}
 
 	// The same, but the commit took effect before the connection broke: its result.
@@ -406,13 +396,9 @@ func TestTx(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc.nodes[1].setHook(func(conn *wiretest.Conn, id uint64, m wire.Message) bool {
-		if cm, ok := m.(*wire.Commit); ok {
-			fc.record(conn.ClientID, cm.RequestID, wire.Result{RowsAffected: 2, Index: 42})
-			conn.Close()
-			return true
-		}
-		return false
+	onCommit(fc.nodes[1], func(conn *wiretest.Conn, id uint64, cm *wire.Commit) {
+		fc.record(conn.ClientID, cm.RequestID, wire.Result{RowsAffected: 2, Index: 42})
+		conn.Close()
 	})
 	r, err = tx.Commit(context.Background())
 	if err != nil || r.Index != 42 || r.RowsAffected != 2 {
@@ -424,13 +410,9 @@ func TestTx(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc.nodes[1].setHook(func(conn *wiretest.Conn, id uint64, m wire.Message) bool {
-		if cm, ok := m.(*wire.Commit); ok {
-			fc.record(conn.ClientID, cm.RequestID, wire.Result{Index: 43})
-			conn.Reply(id, &wire.Error{Code: wire.CodeOutcomeUnknown})
-			return true
-		}
-		return false
+	onCommit(fc.nodes[1], func(conn *wiretest.Conn, id uint64, cm *wire.Commit) {
+		fc.record(conn.ClientID, cm.RequestID, wire.Result{Index: 43})
+		conn.Reply(id, &wire.Error{Code: wire.CodeOutcomeUnknown})
 	})
 	if r, err = tx.Commit(context.Background()); err != nil || r.Index != 43 {
 		t.Fatalf("commit: %+v %v", r, err)
@@ -441,10 +423,7 @@ func TestTx(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc.nodes[1].setHook(func(conn *wiretest.Conn, id uint64, m wire.Message) bool {
-		_, ok := m.(*wire.Commit)
-		return ok // never answered
-	})
+	onCommit(fc.nodes[1], func(*wiretest.Conn, uint64, *wire.Commit) {}) // never answered
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	_, err = tx.Commit(ctx)
 	cancel()
@@ -467,13 +446,31 @@ func TestTx(t *testing.T) {
 func outcomeRequests(fc *fakeCluster) []*wire.Outcome {
 	var out []*wire.Outcome
 	for _, n := range fc.nodes {
-		for _, m := range n.requests() {
-			if o, ok := m.(*wire.Outcome); ok {
-				out = append(out, o)
-			}
+		out = append(out, requestsOf[*wire.Outcome](n)...)
+	}
+	return out
+}
+
+// requestsOf is what n received of one message type, in order.
+func requestsOf[M wire.Message](n *fakeNode) []M {
+	var out []M
+	for _, m := range n.requests() {
+		if o, ok := m.(M); ok {
+			out = append(out, o)
 		}
 	}
 	return out
+}
+
+// onCommit makes n hand every Commit it receives to f instead of answering it.
+func onCommit(n *fakeNode, f func(conn *wiretest.Conn, id uint64, m *wire.Commit)) {
+	n.setHook(func(conn *wiretest.Conn, id uint64, m wire.Message) bool {
+		cm, ok := m.(*wire.Commit)
+		if ok {
+			f(conn, id, cm)
+		}
+		return ok
+	})
 }
 
 func TestPreparedStatement(t *testing.T) {
