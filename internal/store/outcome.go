@@ -14,8 +14,8 @@ import (
 // commit is applied by then, and the writer runs one transaction or batch at a time, so a
 // commit of this leader that was under way is applied (its record written) or abandoned
 // before the question is answered; if the writer gave up waiting for one in this term, it
-// first proposes an empty entry and waits for it (fence). A transaction that changed nothing is not recorded and
-// reads as not committed, which for it is the same thing.
+// first proposes an empty entry and waits for it (fence). A transaction that changed
+// nothing is not recorded and reads as not committed, which for it is the same thing.
 func (s *Store) Outcome(ctx context.Context, dbName string, clientID, requestID uint64) (Result, error) {
 	if err := s.Diverged(); err != nil {
 		return Result{}, err
