@@ -483,12 +483,7 @@ func (ss *session) outcome(ctx context.Context, m *wire.Outcome) wire.Message {
 	if m.RequestID == 0 {
 		return &wire.Error{Code: wire.CodeBadRequest, Message: "Outcome needs the request id of the write"}
 	}
-	res, err := ss.srv.cfg.Store.Outcome(ctx, m.DB, ss.clientID, m.RequestID)
-	if errors.Is(err, store.ErrNotCommitted) {
-		return &wire.Error{Code: wire.CodeNotCommitted,
-			Message: "the leader has no record of the request after applying every earlier entry: it was not committed and will not be"}
-	}
-	return resultMsg(res, err)
+	return resultMsg(ss.srv.cfg.Store.Outcome(ctx, m.DB, ss.clientID, m.RequestID))
 }
 
 func (ss *session) rollback(m *wire.Rollback) wire.Message {

@@ -40,7 +40,7 @@ var (
 	// ErrNotCommitted: Outcome found no record of the request on the leader, after every
 	// entry of earlier leaders was applied and with no transaction of this database open or
 	// committing: it was not committed and never will be.
-	ErrNotCommitted = errors.New("store: request not committed")
+	ErrNotCommitted = errors.New("store: the leader has no record of the request after applying every earlier entry: it was not committed and will not be")
 	// ErrNotReadOnly: Query was given a statement that writes; send it through Exec.
 	ErrNotReadOnly = errors.New("store: a query must be read-only; send writes through Exec")
 )
