@@ -175,6 +175,43 @@ func TestPrepareNextSegment(t *testing.T) {
 	}
 }
 
+// A spare segment of whole pages is written with direct I/O where the file system takes
+// it, and reads back as written zeros either way; one of odd size goes through the page cache.
+func TestZeroSegmentDirectIO(t *testing.T) {
+	dir := t.TempDir()
+	probe := filepath.Join(dir, "probe")
+	canDirect := false
+	if f, err := os.OpenFile(probe, os.O_CREATE|os.O_WRONLY|syscall.O_DIRECT, 0o600); err == nil {
+		f.Close()
+		canDirect = true
+	}
+	for _, size := range []int64{3<<20 + 2*directPage, 3<<20 + 100} {
+		f, direct, err := createZeroScratch(filepath.Join(dir, "scratch"), size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if want := canDirect && size%directPage == 0; direct != want {
+			t.Fatalf("size %d: direct I/O %v, want %v (the file system takes O_DIRECT: %v)", size, direct, want, canDirect)
+		}
+		name := fmt.Sprintf("%d.tmp", size)
+		if linked, err := linkZeroSegment(dir, name, size, time.Microsecond, nil); err != nil || !linked {
+			t.Fatalf("size %d: linked %v, %v", size, linked, err)
+		}
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(got)) != size || !bytes.Equal(got, make([]byte, size)) {
+			t.Fatalf("size %d: %d bytes, not all zero", size, len(got))
+		}
+		if n := unwrittenBytes(t, filepath.Join(dir, name)); n != 0 {
+			t.Fatalf("size %d: %d bytes unwritten", size, n)
+		}
+	}
+	t.Logf("direct I/O available here: %v", canDirect)
+}
+
 // BenchmarkAppendSync measures what zero-filling WAL segments is for: a 12 KiB append (a
 // group-commit entry of ~10 rows) followed by fdatasync, into space preallocated the way
 // etcd does it (fallocate: unwritten extents) and into zero-filled space, with 1 and 3

@@ -1,0 +1,7 @@
+package consensus
+
+import "syscall"
+
+// directIO is the open flag that bypasses the page cache for the zero-filling of spare
+// segments (see writeZerosDirect).
+const directIO = syscall.O_DIRECT
