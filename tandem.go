@@ -36,6 +36,7 @@ import (
 	"github.com/tandemdb/tandem/internal/store"
 	"github.com/tandemdb/tandem/internal/tlsconfig"
 	"github.com/tandemdb/tandem/server"
+	"github.com/tandemdb/tandem/wire"
 )
 
 // Member is one node of the cluster as the local node knows it.
@@ -51,6 +52,9 @@ type Member struct {
 var (
 	// ErrClosed is returned by the methods of a closed Node.
 	ErrClosed = errors.New("tandem: node closed")
+	// ErrJoinRefused: the cluster refused to add this node (its ID or address is another
+	// member's, or its ID was removed); the node closed itself. Asking again does not help.
+	ErrJoinRefused = errors.New("tandem: the cluster refused to add this node")
 	// ErrRemoved is returned by the methods of a Node that was removed from its cluster
 	// (`tandem cluster remove`): it closes itself once it learns of the removal, as a
 	// removed member takes no further part in the cluster and must not serve stale data.
@@ -78,8 +82,14 @@ type Node struct {
 	mu      sync.Mutex
 	removed bool          // the node closed itself because it was removed
 	joined  chan struct{} // closed once the node is a member (at once unless joining)
-	joinEr  error
+	joinEr  error         // the last failed join attempt
+	refused error         // the node closed itself because the cluster refused it (ErrJoinRefused)
 }
+
+// joiningMarker names the file that exists in a data directory from the start of a join
+// until the cluster has added the node: a node restarted before that joins again instead of
+// waiting, with an empty log, for a leader that does not know it.
+const joiningMarker = "joining"
 
 // New starts a node whose state lives in dir. With an empty dir and no WithCluster it
 // bootstraps a new cluster; with WithCluster it joins the named cluster; with state in dir it
@@ -104,6 +114,17 @@ func New(dir string, opts ...Option) (*Node, error) {
 	}
 	raftDir := filepath.Join(dir, "raft")
 	fresh := !exists(filepath.Join(raftDir, "wal"))
+	marker := filepath.Join(dir, joiningMarker)
+	rejoin := !fresh && exists(marker)
+	if rejoin && len(cfg.cluster) == 0 {
+		return nil, fmt.Errorf("tandem: %s holds a node whose join never completed: start it again with the cluster to join (--join, WithCluster), or with an empty directory", dir)
+	}
+	joining := (fresh || rejoin) && len(cfg.cluster) > 0
+	if joining && !rejoin {
+		if err := os.WriteFile(marker, nil, 0o640); err != nil {
+			return nil, fmt.Errorf("tandem: %w", err)
+		}
+	}
 
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
@@ -166,16 +187,16 @@ func New(dir string, opts ...Option) (*Node, error) {
 	// the node is closed, by its owner or by itself.
 	go n.closeOnRemoval()
 
-	if fresh && len(cfg.cluster) > 0 {
+	if joining {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			n.join(cfg.cluster)
+			n.join(cfg.cluster, marker)
 		}()
 	} else {
 		close(n.joined)
 	}
-	n.log.Info("node started", "id", id, "addr", addr, "bootstrap", fresh && len(cfg.cluster) == 0, "joining", fresh && len(cfg.cluster) > 0)
+	n.log.Info("node started", "id", id, "addr", addr, "bootstrap", fresh && len(cfg.cluster) == 0, "joining", joining)
 	return n, nil
 }
 
@@ -201,7 +222,8 @@ func (n *Node) closeOnRemoval() {
 func (n *Node) Done() <-chan struct{} { return n.done }
 
 // Err is nil while the node runs; then ErrRemoved if the node closed itself because it was
-// removed from the cluster, or ErrClosed.
+// removed from the cluster, ErrJoinRefused if it closed itself because the cluster refused
+// to add it, or ErrClosed.
 func (n *Node) Err() error {
 	if n.ctx.Err() == nil {
 		return nil
@@ -215,6 +237,9 @@ func (n *Node) stoppedErr() error {
 	defer n.mu.Unlock()
 	if n.removed {
 		return ErrRemoved
+	}
+	if n.refused != nil {
+		return fmt.Errorf("%w: %w", ErrJoinRefused, n.refused)
 	}
 	return ErrClosed
 }
@@ -251,13 +276,26 @@ func clientTLSFor(cfg *tls.Config, addr string) *tls.Config {
 }
 
 // join asks the cluster to add this node, retrying until it succeeds or the node closes.
-func (n *Node) join(addrs []string) {
+// Once added, it removes the joining marker. A refusal (wire.CodeBadRequest: the ID or
+// address is taken, or the ID was removed) closes the node: asking again would not help.
+func (n *Node) join(addrs []string, marker string) {
 	backoff := 100 * time.Millisecond
 	for {
 		err := n.tryJoin(addrs)
 		if err == nil {
+			if rerr := os.Remove(marker); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				n.log.Warn("could not remove the joining marker; a restart will ask to join again", "err", rerr)
+			}
 			close(n.joined)
 			n.log.Info("joined the cluster", "via", strings.Join(addrs, ","))
+			return
+		}
+		if errors.Is(err, wire.CodeBadRequest) {
+			n.mu.Lock()
+			n.refused = err
+			n.mu.Unlock()
+			n.log.Error("the cluster refused to add this node; closing it", "err", err)
+			go n.Close() // not from here: Close waits for this goroutine
 			return
 		}
 		n.mu.Lock()

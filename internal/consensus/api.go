@@ -164,6 +164,10 @@ var (
 	// ErrRemoved: this node applied a configuration that no longer holds it. It takes no
 	// further part in the cluster; its owner should stop it (see Node.Removed).
 	ErrRemoved = errors.New("consensus: node removed from the cluster")
+	// ErrMembership is wrapped by the errors of membership changes that cannot succeed as
+	// asked (an ID or address taken by another member, an ID that was removed, a node that
+	// is not a member): asking again does not help.
+	ErrMembership = errors.New("consensus: membership change refused")
 )
 
 // NotLeaderError says which node leads, when known (0/"" otherwise).

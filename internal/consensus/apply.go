@@ -323,7 +323,9 @@ func (n *Node) setConfLocked(cs *raftpb.ConfState) {
 		}
 	}
 	if !in[n.cfg.ID] && len(in) > 0 {
-		n.log.Warn("this node is not a member of the configuration (removed?)")
+		// A joining node replays the configurations from before it was added; a removal is
+		// reported where it is applied (applyConfChange).
+		n.log.Debug("this node is not in this configuration", "voters", cs.GetVoters(), "learners", cs.GetLearners())
 	}
 	n.notifyLocked()
 }

@@ -84,10 +84,22 @@ func confChange(typ raftpb.ConfChangeType, id uint64, addr string) *raftpb.ConfC
 }
 
 // AddMember adds id as a learner. The leader promotes it to voter once it has caught up
-// (Match >= commit - CatchUpMargin). Returns when the learner is in the configuration.
+// (Match >= commit - CatchUpMargin). Returns when the learner is in the configuration; at
+// once if it is there already at addr (a join whose answer was lost, asked again).
+//
+// It refuses (ErrMembership) an ID that is a member at another address, an address that is
+// another member's, and an ID that was removed while its removal is still in the log: a node
+// with that ID would replay its predecessor's removal while catching up and stop, leaving
+// the cluster a voter short (etcd refuses removed IDs for good).
 func (n *Node) AddMember(ctx context.Context, id uint64, addr string) error {
 	if id == 0 || addr == "" {
 		return errors.New("consensus: AddMember needs an id and an address")
+	}
+	n.mu.Lock()
+	err := n.checkNewMemberLocked(id, addr)
+	n.mu.Unlock()
+	if err != nil {
+		return err
 	}
 	return n.changeMembership(ctx,
 		func() *raftpb.ConfChangeV2 { return confChange(raftpb.ConfChangeAddLearnerNode, id, addr) },
@@ -95,16 +107,56 @@ func (n *Node) AddMember(ctx context.Context, id uint64, addr string) error {
 			if _, ok := n.roleLocked(id); !ok {
 				return false, nil
 			}
-			if a := n.addrs[id]; a != addr && id != n.cfg.ID {
-				return false, fmt.Errorf("consensus: node %d is already a member at %s", id, a)
+			if a := n.addrOfLocked(id); a != addr {
+				return false, fmt.Errorf("%w: node %d is already a member at %s", ErrMembership, id, a)
 			}
 			return true, nil
 		})
 }
 
-// RemoveMember removes id from the configuration and returns once that is applied here.
+// checkNewMemberLocked refuses what AddMember cannot do (see there).
+func (n *Node) checkNewMemberLocked(id uint64, addr string) error {
+	for _, m := range n.membersLocked() {
+		a := n.addrOfLocked(m.ID)
+		switch {
+		case m.ID == id && a != addr:
+			return fmt.Errorf("%w: node %d is already a member at %s", ErrMembership, id, a)
+		case m.ID != id && a == addr:
+			return fmt.Errorf("%w: address %s is already node %d's", ErrMembership, addr, m.ID)
+		}
+	}
+	if f := n.formers.Load(); f != nil {
+		if fm, ok := (*f)[id]; ok {
+			return fmt.Errorf("%w: node %d was removed from the cluster (at index %d); a removed node cannot join again under its old ID: give it a new ID and an empty data directory",
+				ErrMembership, id, fm.removedAt)
+		}
+	}
+	return nil
+}
+
+// addrOfLocked is the address of member id as the configuration knows it.
+func (n *Node) addrOfLocked(id uint64) string {
+	if id == n.cfg.ID {
+		return n.cfg.Addr
+	}
+	return n.addrs[id]
+}
+
+// RemoveMember removes id from the configuration and returns once that is applied here
+// (at once if it was removed already: a removal whose answer was lost, asked again).
 // Removing the leader itself works (it steps down); transferring leadership first is kinder.
 func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
+	n.mu.Lock()
+	_, member := n.roleLocked(id)
+	n.mu.Unlock()
+	if !member {
+		if f := n.formers.Load(); f != nil {
+			if _, ok := (*f)[id]; ok {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: node %d is not a member", ErrMembership, id)
+	}
 	return n.changeMembership(ctx,
 		func() *raftpb.ConfChangeV2 { return confChange(raftpb.ConfChangeRemoveNode, id, "") },
 		func() (bool, error) {
@@ -141,7 +193,7 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 	role, ok := n.roleLocked(to)
 	n.mu.Unlock()
 	if !ok || role != RoleVoter {
-		return fmt.Errorf("consensus: node %d is not a voter", to)
+		return fmt.Errorf("%w: node %d is not a voter", ErrMembership, to)
 	}
 	for {
 		n.raft.TransferLeadership(ctx, n.cfg.ID, to)

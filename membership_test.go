@@ -1,0 +1,144 @@
+package tandem_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandemdb/tandem"
+	"github.com/tandemdb/tandem/client"
+	"github.com/tandemdb/tandem/wire"
+)
+
+// joinNode starts a node with id (0: a new one) in dir that joins via the given addresses.
+func joinNode(t *testing.T, dir string, id uint64, via []string, extra ...tandem.Option) *tandem.Node {
+	t.Helper()
+	opts := append([]tandem.Option{tandem.WithID(id), tandem.WithAddress("127.0.0.1:0"),
+		tandem.WithTickInterval(20 * time.Millisecond)}, extra...)
+	if len(via) > 0 {
+		opts = append(opts, tandem.WithCluster(via...))
+	}
+	n, err := tandem.New(dir, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// requireRefused waits until n closes itself and checks that it says why: the cluster
+// refused it, with a message containing want.
+func requireRefused(t *testing.T, n *tandem.Node, want string) {
+	t.Helper()
+	select {
+	case <-n.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatalf("a node the cluster must refuse (%s) did not stop", want)
+	}
+	err := n.Err()
+	if !errors.Is(err, tandem.ErrJoinRefused) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Err = %v, want ErrJoinRefused saying %q", err, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := n.Ready(ctx); !errors.Is(err, tandem.ErrJoinRefused) {
+		t.Fatalf("Ready = %v, want ErrJoinRefused", err)
+	}
+}
+
+func requireMembers(t *testing.T, n *tandem.Node, want int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ms, err := n.Cluster(ctx)
+	if err != nil || len(ms) != want {
+		t.Fatalf("members: %+v, %v; want %d", ms, err, want)
+	}
+}
+
+// The cluster refuses, and the joining node stops with the reason, when the ID or the
+// address is another member's or the ID was removed (a node with a removed ID would replay
+// its predecessor's removal while catching up and stop, leaving a voter that never answers).
+func TestJoinRefusals(t *testing.T) {
+	nodes := startEmbedded(t, 3)
+	via := []string{nodes[0].Addr()}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	fourth := joinNode(t, filepath.Join(t.TempDir(), "n4"), 4, via)
+	if err := fourth.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(ctx, client.Config{Addrs: via})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Remove(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Remove(ctx, 4); err != nil {
+		t.Fatalf("removing a removed node again (a retry): %v", err)
+	}
+	if err := c.Remove(ctx, 99); !errors.Is(err, wire.CodeBadRequest) || !strings.Contains(err.Error(), "not a member") {
+		t.Fatalf("removing a node that never was a member: %v, want a bad request saying so", err)
+	}
+
+	requireRefused(t, joinNode(t, filepath.Join(t.TempDir(), "n4-again"), 4, via), "was removed")
+	requireRefused(t, joinNode(t, filepath.Join(t.TempDir(), "dup-id"), nodes[1].ID(), via), "already a member")
+	requireRefused(t, joinNode(t, filepath.Join(t.TempDir(), "dup-addr"), 0, via, tandem.WithAdvertise(nodes[2].Addr())),
+		"is already node")
+	requireMembers(t, nodes[0], 3)
+
+	// A new ID joins as before.
+	fifth := joinNode(t, filepath.Join(t.TempDir(), "n5"), 5, via)
+	if err := fifth.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	requireMembers(t, nodes[0], 4)
+}
+
+// A node stopped before its join completed asks to join again when restarted, instead of
+// waiting for a leader that does not know it; without the cluster to join it refuses to start.
+func TestRestartAfterUnfinishedJoin(t *testing.T) {
+	nodes := startEmbedded(t, 3)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nowhere := ln.Addr().String()
+	ln.Close() // nothing listens there any more: the join cannot complete
+
+	dir := filepath.Join(t.TempDir(), "n6")
+	first := joinNode(t, dir, 6, []string{nowhere})
+	time.Sleep(300 * time.Millisecond)
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := tandem.New(dir, tandem.WithID(6), tandem.WithAddress("127.0.0.1:0")); err == nil ||
+		!strings.Contains(err.Error(), "join never completed") {
+		t.Fatalf("restart without the cluster to join: %v, want an error saying the join never completed", err)
+	}
+
+	again := joinNode(t, dir, 6, []string{nodes[0].Addr()})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := again.Ready(ctx); err != nil {
+		t.Fatalf("restarted node did not join: %v", err)
+	}
+	requireMembers(t, nodes[0], 4)
+	addr := again.Addr()
+	if err := again.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Joined: a restart without the cluster is an ordinary restart (at the same address).
+	restarted := joinNode(t, dir, 6, nil, tandem.WithAddress(addr))
+	if err := restarted.Ready(ctx); err != nil {
+		t.Fatalf("ordinary restart after the join: %v", err)
+	}
+}
