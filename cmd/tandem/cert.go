@@ -22,8 +22,14 @@ func runCert(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
 	if *out == "" {
 		return usageError{"--out is required"}
+	}
+	if *valid <= 0 {
+		return usageError{fmt.Sprintf("--valid must be positive, not %v", *valid)}
 	}
 	names := splitList(*nodes)
 	if len(names) == 0 {

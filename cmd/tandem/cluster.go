@@ -32,12 +32,15 @@ func addClientFlags(fs interface {
 	}
 }
 
-// connect opens a client on the cluster; an unreachable cluster is an error the caller
-// reports with exit status 2 (like a bad flag: nothing was done).
+// connect opens a client on the cluster. Bad flags are usage errors (exit status 2); an
+// unreachable cluster is an ordinary error (status 1).
 func (f clientFlags) connect(ctx context.Context) (*client.Client, error) {
 	addrs := splitList(*f.cluster)
 	if len(addrs) == 0 {
 		return nil, usageError{"--cluster names no node"}
+	}
+	if *f.timeout <= 0 {
+		return nil, usageError{fmt.Sprintf("--timeout must be positive, not %v", *f.timeout)}
 	}
 	var tc *tls.Config
 	if f.tls.enabled() {
@@ -49,7 +52,7 @@ func (f clientFlags) connect(ctx context.Context) (*client.Client, error) {
 	}
 	c, err := client.New(ctx, client.Config{Addrs: addrs, TLS: tc, Name: "tandem-cli"})
 	if err != nil {
-		return nil, usageError{fmt.Sprintf("cannot reach the cluster at %s: %v", *f.cluster, err)}
+		return nil, fmt.Errorf("cannot reach the cluster at %s: %w", *f.cluster, err)
 	}
 	return c, nil
 }

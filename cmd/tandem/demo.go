@@ -73,6 +73,15 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	if *writers < 1 || *writers > 1000 {
+		return usageError{fmt.Sprintf("--writers must be between 1 and 1000, not %d", *writers)}
+	}
+	if *rows < 1 {
+		return usageError{fmt.Sprintf("--rows must be at least 1, not %d", *rows)}
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err

@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -94,13 +96,63 @@ func newFlags(name, synopsis, about string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses and turns flag errors into usage errors (exit status 2).
+// parseFlags parses args, flags and other arguments in any order (`tandem sql "SELECT 1"
+// --cluster ...` must not take --cluster for SQL), and turns flag errors into usage errors
+// (exit status 2). The arguments that are not flags are fs.Args() afterwards; "--" ends the
+// flags. An argument that cannot be a flag is never read as one: one with a blank in it
+// (SQL text such as "-- a comment" or "-1 + x"), "-", and negative numbers.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	var flags, positional []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			positional = append(positional, args[i+1:]...)
+			i = len(args)
+		case !strings.HasPrefix(a, "-") || notAFlag(a):
+			positional = append(positional, a)
+		case strings.Contains(a, "=") || i+1 == len(args) || takesNoValue(fs, a):
+			flags = append(flags, a) // unknown flags too: Parse reports them
+		default:
+			flags = append(flags, a, args[i+1])
+			i++
+		}
+	}
+	if err := fs.Parse(flags); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err.Error()}
 	}
+	// Parsing "--" alone sets fs.Args() and leaves the flags as they are.
+	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+// takesNoValue reports whether the flag argument a (-name or --name) is a boolean flag or
+// not a flag of fs at all: either way the next argument is not its value.
+func takesNoValue(fs *flag.FlagSet, a string) bool {
+	f := fs.Lookup(strings.TrimLeft(a, "-"))
+	if f == nil {
+		return true
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// noArgs refuses arguments that are not flags, for the commands that take none.
+func noArgs(fs *flag.FlagSet) error {
+	if fs.NArg() != 0 {
+		return usageError{fmt.Sprintf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
+	}
 	return nil
+}
+
+// notAFlag reports whether a command-line argument cannot be a flag even though it may start
+// with '-'.
+func notAFlag(arg string) bool {
+	if arg == "-" || strings.ContainsAny(arg, " \t\n") {
+		return true
+	}
+	_, err := strconv.ParseFloat(arg, 64)
+	return strings.HasPrefix(arg, "-") && err == nil
 }

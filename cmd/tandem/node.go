@@ -45,6 +45,9 @@ func runNode(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
 	if *id == 0 {
 		return usageError{"--id is required and must not be 0"}
 	}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlagsInAnyOrder(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		cluster string
+		keep    bool
+		rest    []string
+	}{
+		{args: []string{"SELECT 1", "--cluster", "h:1"}, cluster: "h:1", rest: []string{"SELECT 1"}},
+		{args: []string{"--cluster=h:1", "SELECT", "1"}, cluster: "h:1", rest: []string{"SELECT", "1"}},
+		{args: []string{"SELECT", "--keep", "x", "-cluster", "h:2"}, cluster: "h:2", keep: true, rest: []string{"SELECT", "x"}},
+		{args: []string{"--cluster", "h:1", "--", "--keep", "-x"}, cluster: "h:1", rest: []string{"--keep", "-x"}},
+		{args: []string{"-- a comment", "SELECT -1", "-1", "-", "-2.5"}, cluster: "def", rest: []string{"-- a comment", "SELECT -1", "-1", "-", "-2.5"}},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		cluster := fs.String("cluster", "def", "")
+		keep := fs.Bool("keep", false, "")
+		if err := parseFlags(fs, tc.args); err != nil {
+			t.Errorf("%q: %v", tc.args, err)
+			continue
+		}
+		if *cluster != tc.cluster || *keep != tc.keep || !slices.Equal(fs.Args(), tc.rest) {
+			t.Errorf("%q: cluster %q keep %v args %q; want %q %v %q", tc.args, *cluster, *keep, fs.Args(), tc.cluster, tc.keep, tc.rest)
+		}
+	}
+	for _, args := range [][]string{{"SELECT 1", "--nosuch"}, {"-x"}, {"--cluster"}} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		fs.String("cluster", "", "")
+		var ue usageError
+		if err := parseFlags(fs, args); !errors.As(err, &ue) {
+			t.Errorf("%q: %v, want a usage error", args, err)
+		}
+	}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if err := parseFlags(fs, []string{"SELECT 1", "-h"}); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h after an argument: %v, want ErrHelp", err)
+	}
+}
+
+// Bad command lines exit with status 2 and a message, never a panic, and do nothing.
+func TestBadCommandLines(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"demo", "--writers", "-3"}, "--writers must be between 1 and 1000"},
+		{[]string{"demo", "--rows", "0"}, "--rows must be at least 1"},
+		{[]string{"node", "oops", "--id", "1", "--data", "x"}, "unexpected arguments: oops"},
+		{[]string{"node", "--id", "1", "--data", "x", "extra"}, "unexpected arguments: extra"},
+		{[]string{"cert", "--out", "x", "--valid", "-1h"}, "--valid must be positive"},
+		{[]string{"sql", "--timeout", "0s", "SELECT 1"}, "--timeout must be positive"},
+		{[]string{"cluster", "list", "--timeout", "-5s"}, "--timeout must be positive"},
+		{[]string{"cluster", "list", "--cluster", ""}, "--cluster names no node"},
+	} {
+		var stderr bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		code := run(ctx, tc.args, strings.NewReader(""), io.Discard, &stderr)
+		cancel()
+		if code != 2 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%q: exit %d, %q; want 2 and %q", tc.args, code, stderr.String(), tc.want)
+		}
+	}
+}
+
+// An unreachable cluster is a failure (status 1), not a bad command line.
+func TestUnreachableClusterIsNotAUsageError(t *testing.T) {
+	var stderr bytes.Buffer
+	code := run(context.Background(), []string{"sql", "SELECT 1", "--cluster", "127.0.0.1:1", "--timeout", "2s"},
+		strings.NewReader(""), io.Discard, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "cannot reach the cluster at 127.0.0.1:1") || strings.Contains(stderr.String(), "--help") {
+		t.Fatalf("exit %d, %q; want 1 and the address that could not be reached, without a usage hint", code, stderr.String())
+	}
+}
