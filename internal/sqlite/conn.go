@@ -372,6 +372,14 @@ func (c *Conn) LastInsertRowID() int64 {
 	return lib.Xsqlite3_last_insert_rowid(c.tls, c.db)
 }
 
+// SetLastInsertRowID is sqlite3_set_last_insert_rowid: what LastInsertRowID returns until
+// the next insert.
+func (c *Conn) SetLastInsertRowID(id int64) {
+	if c.db != 0 {
+		lib.Xsqlite3_set_last_insert_rowid(c.tls, c.db, id)
+	}
+}
+
 // TotalChanges is sqlite3_total_changes64.
 func (c *Conn) TotalChanges() int64 {
 	if c.db == 0 {

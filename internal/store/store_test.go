@@ -600,3 +600,38 @@ func TestReadStatementCache(t *testing.T) {
 		t.Fatalf("empty result gave a row: %v %v", ok, err)
 	}
 }
+
+// The writer's connection serves every client: a request that inserts nothing reports no
+// insert id, not the one of an earlier request (another client's, or from another batch);
+// inside an interactive transaction the id carries over between statements, as on a
+// connection of its own.
+func TestLastInsertIDIsTheRequestsOwn(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+	if res := mustExec(t, s, "INSERT INTO t(v) VALUES('a')"); res.LastInsertID != 1 {
+		t.Fatalf("insert: last insert id %d, want 1", res.LastInsertID)
+	}
+	for _, q := range []string{"UPDATE t SET v = 'b' WHERE id = 99", "DELETE FROM t WHERE id = 99", "CREATE TABLE IF NOT EXISTS t(x)", "UPDATE t SET v = 'c'"} {
+		if res := mustExec(t, s, q); res.LastInsertID != 0 {
+			t.Errorf("%s: last insert id %d, want 0 (nothing inserted)", q, res.LastInsertID)
+		}
+	}
+	ctx := context.Background()
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := tx.Exec(ctx, "UPDATE t SET v = 'd'", nil); err != nil || res.LastInsertID != 0 {
+		t.Fatalf("first statement of a transaction: %v, last insert id %d, want 0", err, res.LastInsertID)
+	}
+	if res, err := tx.Exec(ctx, "INSERT INTO t(v) VALUES('e')", nil); err != nil || res.LastInsertID != 2 {
+		t.Fatalf("insert in a transaction: %v, last insert id %d, want 2", err, res.LastInsertID)
+	}
+	if res, err := tx.Exec(ctx, "UPDATE t SET v = 'f' WHERE id = 1", nil); err != nil || res.LastInsertID != 2 {
+		t.Fatalf("after an insert in the same transaction: %v, last insert id %d, want 2", err, res.LastInsertID)
+	}
+	if _, err := tx.Commit(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -141,6 +141,7 @@ func (wr *writer) runTx(j *job) {
 		wr.resetConn()
 		return
 	}
+	c.SetLastInsertRowID(0) // within the transaction it carries over, as on a connection of its own
 	base, sess, err := wr.beginEffects()
 	if err != nil {
 		_ = c.Exec("ROLLBACK")

@@ -460,6 +460,9 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 		if err := w.stmts.exec("SAVEPOINT tandem_req"); err != nil {
 			return fatal(err)
 		}
+		// The connection serves every client: a request that inserts nothing must not
+		// report the rowid of another's insert.
+		c.SetLastInsertRowID(0)
 		stop := c.InterruptOn(j.ctx)
 		out := w.run(j.req.SQL, j.req.Args, sess.IsEmpty, executed == 0)
 		stop()
