@@ -211,7 +211,10 @@ func (ss *session) writeLoop(w *wire.Writer) {
 		}
 		if err := w.WriteMsg(f.id, f.msg); err != nil {
 			if errors.Is(err, wire.ErrFrameTooLarge) {
-				_ = w.WriteMsg(f.id, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()})
+				// A row larger than a frame (written before the writer's length limit, or
+				// made by the query): say so rather than drop the connection.
+				_ = w.WriteMsg(f.id, &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf(
+					"the answer does not fit in one frame of the protocol (%v): read large values in parts, with substr()", err)})
 			} else {
 				broken = true
 				ss.cancel()

@@ -20,6 +20,9 @@ type OpenOptions struct {
 	DisableTriggers bool          // sqlite3_db_config(SQLITE_DBCONFIG_ENABLE_TRIGGER, 0): apply connections
 	ForeignKeys     bool          // PRAGMA foreign_keys=ON
 	BusyTimeout     time.Duration // sqlite3_busy_timeout; 0 = none
+	// MaxLength, if positive, is SQLITE_LIMIT_LENGTH: the longest string, blob or row the
+	// connection makes or reads (longer ones fail with SQLITE_TOOBIG).
+	MaxLength int
 }
 
 // Conn is one SQLite connection. It must be used by one goroutine at a time;
@@ -105,6 +108,9 @@ func (c *Conn) setup(path string, opts OpenOptions) error {
 		if rc := lib.Xsqlite3_busy_timeout(c.tls, c.db, int32(ms)); rc != lib.SQLITE_OK {
 			return errorFor(c.tls, c.db, rc)
 		}
+	}
+	if opts.MaxLength > 0 {
+		lib.Xsqlite3_limit(c.tls, c.db, lib.SQLITE_LIMIT_LENGTH, int32(opts.MaxLength))
 	}
 	if opts.DisableTriggers {
 		if err := c.dbConfigBool(lib.SQLITE_DBCONFIG_ENABLE_TRIGGER, false); err != nil {

@@ -46,6 +46,7 @@ var (
 	ErrLocked     error = &Error{Code: lib.SQLITE_LOCKED, ExtendedCode: lib.SQLITE_LOCKED, Msg: "database table is locked"}
 	ErrConstraint error = &Error{Code: lib.SQLITE_CONSTRAINT, ExtendedCode: lib.SQLITE_CONSTRAINT, Msg: "constraint failed"}
 	ErrInterrupt  error = &Error{Code: lib.SQLITE_INTERRUPT, ExtendedCode: lib.SQLITE_INTERRUPT, Msg: "interrupted"}
+	ErrTooBig     error = &Error{Code: lib.SQLITE_TOOBIG, ExtendedCode: lib.SQLITE_TOOBIG, Msg: "string or blob too big"}
 
 	// ErrConflict matches every *ConflictError (a conflict or a schema
 	// mismatch while applying a changeset).

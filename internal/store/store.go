@@ -40,6 +40,13 @@ type Proposer interface {
 	LeaderReady(ctx context.Context) (term uint64, err error)
 }
 
+// MaxValueBytes bounds the strings, blobs and rows that writes make (SQLITE_LIMIT_LENGTH on
+// the writer's connection; SQLite's own default is 1e9): a row must fit in one frame of the
+// client protocol (16 MiB) to be read back, and one entry of the log carries it to every
+// node. Larger ones fail with SQLite's "string or blob too big". Only the writer has the
+// limit: followers apply whatever the log holds.
+const MaxValueBytes = 15 << 20
+
 // maxBatch caps the number of requests executed in one entry.
 const maxBatch = 256
 

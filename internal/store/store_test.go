@@ -635,3 +635,22 @@ func TestLastInsertIDIsTheRequestsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A write that would make a value or row too large to read back through the protocol fails
+// with SQLite's own error, and the writer carries on.
+func TestValueSizeLimit(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+	res, err := s.Exec(context.Background(), testDB, Request{SQL: fmt.Sprintf("INSERT INTO t(v) VALUES(zeroblob(%d))", MaxValueBytes+1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Err == nil || !errors.Is(res.Err, sqlite.ErrTooBig) {
+		t.Fatalf("value of MaxValueBytes+1: %+v, want SQLITE_TOOBIG", res.Err)
+	}
+	mustExec(t, s, fmt.Sprintf("INSERT INTO t(v) VALUES(zeroblob(%d))", 1<<20))
+	if n := queryInt(t, s, "SELECT count(*) FROM t"); n != 1 {
+		t.Fatalf("%d rows, want the 1 within the limit", n)
+	}
+}

@@ -241,7 +241,7 @@ func (db *database) writerLoop() {
 }
 
 func (wr *writer) openConn() error {
-	c, err := sqlite.Open(wr.db.path, sqlite.OpenOptions{ForeignKeys: true, BusyTimeout: busyTimeout})
+	c, err := sqlite.Open(wr.db.path, sqlite.OpenOptions{ForeignKeys: true, BusyTimeout: busyTimeout, MaxLength: MaxValueBytes})
 	if err != nil {
 		return fmt.Errorf("store: open writer connection: %w", err)
 	}
