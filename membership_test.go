@@ -142,3 +142,24 @@ func TestRestartAfterUnfinishedJoin(t *testing.T) {
 		t.Fatalf("ordinary restart after the join: %v", err)
 	}
 }
+
+// A data directory serves one node at a time; after Close it can be opened again.
+func TestDataDirectoryInUse(t *testing.T) {
+	dir := t.TempDir()
+	first, err := tandem.New(dir, tandem.WithAddress("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tandem.New(dir, tandem.WithAddress("127.0.0.1:0")); !errors.Is(err, tandem.ErrDataDirInUse) {
+		first.Close()
+		t.Fatalf("second node on the same directory: %v, want ErrDataDirInUse", err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := tandem.New(dir, tandem.WithAddress("127.0.0.1:0"))
+	if err != nil {
+		t.Fatalf("after Close: %v", err)
+	}
+	again.Close()
+}

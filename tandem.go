@@ -37,6 +37,8 @@ import (
 	"github.com/tandemdb/tandem/internal/tlsconfig"
 	"github.com/tandemdb/tandem/server"
 	"github.com/tandemdb/tandem/wire"
+
+	"go.etcd.io/etcd/client/pkg/v3/fileutil"
 )
 
 // Member is one node of the cluster as the local node knows it.
@@ -55,6 +57,8 @@ var (
 	// ErrJoinRefused: the cluster refused to add this node (its ID or address is another
 	// member's, or its ID was removed); the node closed itself. Asking again does not help.
 	ErrJoinRefused = errors.New("tandem: the cluster refused to add this node")
+	// ErrDataDirInUse: another process (or Node) holds the data directory.
+	ErrDataDirInUse = errors.New("tandem: data directory in use")
 	// ErrRemoved is returned by the methods of a Node that was removed from its cluster
 	// (`tandem cluster remove`): it closes itself once it learns of the removal, as a
 	// removed member takes no further part in the cluster and must not serve stale data.
@@ -78,6 +82,8 @@ type Node struct {
 	wg    sync.WaitGroup
 	close sync.Once
 	done  chan struct{} // closed when Close has finished
+
+	lock *fileutil.LockedFile // the data directory's LOCK file, held until Close
 
 	mu      sync.Mutex
 	removed bool          // the node closed itself because it was removed
@@ -108,6 +114,21 @@ func New(dir string, opts ...Option) (*Node, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("tandem: create data directory: %w", err)
 	}
+	// One process per data directory: a second one would open the same SQLite files and
+	// zero-fill WAL segments beside the first before etcd's own lock on the log stops it.
+	lock, err := fileutil.TryLockFile(filepath.Join(dir, "LOCK"), os.O_WRONLY|os.O_CREATE, 0o640)
+	if errors.Is(err, fileutil.ErrLocked) {
+		return nil, fmt.Errorf("%w: %s (is another node running on it?)", ErrDataDirInUse, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tandem: lock data directory: %w", err)
+	}
+	started := false
+	defer func() {
+		if !started {
+			lock.Close()
+		}
+	}()
 	id, err := nodeID(dir, cfg.id)
 	if err != nil {
 		return nil, err
@@ -134,7 +155,7 @@ func New(dir string, opts ...Option) (*Node, error) {
 	if addr == "" {
 		addr = ln.Addr().String()
 	}
-	n := &Node{cfg: cfg, id: id, addr: addr, ln: ln, log: cfg.logger.With("node", id), joined: make(chan struct{}), done: make(chan struct{})}
+	n := &Node{cfg: cfg, id: id, addr: addr, ln: ln, lock: lock, log: cfg.logger.With("node", id), joined: make(chan struct{}), done: make(chan struct{})}
 	n.ctx, n.stop = context.WithCancel(context.Background())
 
 	prop := &lazyProposer{}
@@ -197,6 +218,7 @@ func New(dir string, opts ...Option) (*Node, error) {
 		close(n.joined)
 	}
 	n.log.Info("node started", "id", id, "addr", addr, "bootstrap", fresh && len(cfg.cluster) == 0, "joining", joining)
+	started = true
 	return n, nil
 }
 
@@ -444,6 +466,7 @@ func (n *Node) Close() error {
 		err = errors.Join(n.raft.Stop())
 		n.wg.Wait()
 		err = errors.Join(err, n.st.Close())
+		err = errors.Join(err, n.lock.Close())
 		close(n.done)
 	})
 	return err

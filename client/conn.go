@@ -111,12 +111,16 @@ func (cn *conn) handshake(ctx context.Context, nc net.Conn) (wire.Welcome, *wire
 	}
 	r := wire.NewReader(nc, 0)
 	f, err := r.ReadFrame()
+	if errors.Is(err, wire.ErrFrameTooLarge) {
+		// An HTTP server's "HTTP/1.1 400" reads as a length of ~1.3 GB, and the like.
+		return wire.Welcome{}, nil, fmt.Errorf("tandem: %s does not answer as a Tandem node (%w)", nc.RemoteAddr(), err)
+	}
 	if err != nil {
 		return wire.Welcome{}, nil, err
 	}
 	m, err := wire.Decode(f)
 	if err != nil {
-		return wire.Welcome{}, nil, err
+		return wire.Welcome{}, nil, fmt.Errorf("tandem: %s does not answer as a Tandem node (%w)", nc.RemoteAddr(), err)
 	}
 	switch m := m.(type) {
 	case *wire.Welcome:

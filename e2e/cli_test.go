@@ -182,8 +182,12 @@ func TestCLICluster(t *testing.T) {
 		if f, err := json.Number(num("w")).Float64(); err != nil || f != 2 {
 			t.Errorf("json w = %s", num("w"))
 		}
-		if row["t"] != `x,"y"` || row["b"] != "00ff10" {
-			t.Errorf("json t, b = %#v, %#v", row["t"], row["b"])
+		if b, _ := row["b"].(map[string]any); row["t"] != `x,"y"` || len(b) != 1 || b["blob"] != "00ff10" {
+			t.Errorf("json t, b = %#v, %#v; want the text and {\"blob\": \"00ff10\"}", row["t"], row["b"])
+		}
+		// Repeated column names keep every value.
+		if got := strings.TrimSpace(sql(t, "", "--format", "json", `SELECT 1 AS a, 2 AS a, 3 AS "a:2"`)); got != `{"columns":["a","a:2","a:2:2"],"rows":[{"a":1,"a:2":2,"a:2:2":3}]}` {
+			t.Errorf("json with repeated column names: %s", got)
 		}
 		// Two statements: one JSON object per line.
 		js = sql(t, "", "--format", "json", `SELECT 1 AS one; SELECT 'two' AS two`)
@@ -231,7 +235,7 @@ SELECT msg FROM log ORDER BY rowid;
 
 	run(t, "errors", func(t *testing.T) {
 		out, errOut := sqlFail(t, 1, "", "SELEKT 1")
-		if !strings.Contains(errOut, `near "SELEKT": syntax error`) || out != "" {
+		if strings.TrimSpace(errOut) != `tandem sql: near "SELEKT": syntax error (SQLite error 1)` || out != "" {
 			t.Errorf("malformed statement: stdout %q, stderr %q", out, errOut)
 		}
 		// A script stops at its first failing statement.

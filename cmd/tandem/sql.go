@@ -11,9 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 	"unicode/utf8"
 
 	"github.com/tandemdb/tandem/client"
+	"github.com/tandemdb/tandem/wire"
 )
 
 // resultSet is what one statement printed.
@@ -35,7 +37,8 @@ func runSQL(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	cf := addClientFlags(fs)
 	db := fs.String("db", "main", "database name ([A-Za-z0-9_-], created by its first write)")
 	consistency := fs.String("consistency", "linearizable", "reads: linearizable, leader or stale")
-	format := fs.String("format", "table", "output: table, csv or json (one JSON object per statement and line)")
+	format := fs.String("format", "table", "output: table, csv or json (one JSON object per statement and line;\n"+
+		"a row is an object keyed by column name, a repeated name gets a suffix (a, a:2), a blob is {\"blob\": \"<hex>\"})")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -75,7 +78,7 @@ func runSQL(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	sh := &shell{c: c, db: *db, opts: client.QueryOptions{Consistency: cons}, format: *format, out: stdout}
 	for _, s := range stmts {
 		if err := sh.run(ctx, s); err != nil {
-			return err
+			return describeError(err, *cf.timeout)
 		}
 	}
 	if sh.tx != nil {
@@ -83,6 +86,19 @@ func runSQL(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return errors.New("the input ended inside a transaction: it was rolled back (add COMMIT)")
 	}
 	return nil
+}
+
+// describeError words a statement's failure for the shell's user: SQLite's message as
+// SQLite's shell prints it, and what a timeout likely means.
+func describeError(err error, timeout time.Duration) error {
+	var we *wire.Error
+	if errors.As(err, &we) && we.Code == wire.CodeSQLite {
+		return fmt.Errorf("%s (SQLite error %d)", we.Message, we.SQLiteExtended)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, wire.CodeDeadline) {
+		return fmt.Errorf("no answer within --timeout %v: is a majority of the cluster's nodes up? (tandem cluster list shows them): %w", timeout, err)
+	}
+	return err
 }
 
 // shell runs statements and prints their results.
@@ -180,15 +196,16 @@ func (sh *shell) print(rs resultSet) error {
 	case "json":
 		obj := map[string]any{}
 		if rs.isQuery {
+			keys := uniqueNames(rs.Columns)
 			rows := make([]map[string]any, 0, len(rs.Rows))
 			for _, r := range rs.Rows {
 				m := map[string]any{}
-				for i, col := range rs.Columns {
-					m[col] = jsonValue(r[i])
+				for i, k := range keys {
+					m[k] = jsonValue(r[i])
 				}
 				rows = append(rows, m)
 			}
-			obj["columns"], obj["rows"] = rs.Columns, rows
+			obj["columns"], obj["rows"] = keys, rows
 		} else {
 			obj["rows_affected"], obj["last_insert_id"] = rs.RowsAffected, rs.LastInsertID
 		}
@@ -249,10 +266,27 @@ func textValue(v any, null string) string {
 	}
 }
 
-// jsonValue keeps numbers and text as they are; blobs become hex strings.
+// jsonValue keeps numbers and text as they are; a blob becomes {"blob": "<hex>"}, so that
+// it does not read as text.
 func jsonValue(v any) any {
 	if b, ok := v.([]byte); ok {
-		return hex.EncodeToString(b)
+		return map[string]string{"blob": hex.EncodeToString(b)}
 	}
 	return v
+}
+
+// uniqueNames returns the column names with a suffix on repeats ("a", "a:2", ...), so that
+// every column has a key of its own in a JSON row (SELECT 1 AS a, 2 AS a).
+func uniqueNames(cols []string) []string {
+	seen := make(map[string]bool, len(cols))
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		name := c
+		for n := 2; seen[name]; n++ {
+			name = fmt.Sprintf("%s:%d", c, n)
+		}
+		seen[name] = true
+		out[i] = name
+	}
+	return out
 }

@@ -352,7 +352,8 @@ func sortedAdded(before, after map[string]schemaObj) []schemaObj {
 func checkStatement(text string) error {
 	switch kw := firstKeyword(text); kw {
 	case "BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE":
-		return requestError(codeError, "tandem: "+kw+" is not allowed in a request; use an interactive transaction")
+		return requestError(codeError, "tandem: "+kw+" is not allowed in a statement: transactions are Tandem's "+
+			"(an interactive transaction: Begin/Commit in the client, BEGIN ... COMMIT in tandem sql); savepoints are not supported")
 	case "ATTACH", "DETACH", "VACUUM":
 		return requestError(codeError, "tandem: "+kw+" is not allowed")
 	}

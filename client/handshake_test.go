@@ -1,0 +1,44 @@
+package client
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// An address where something else listens (here an HTTP server) is reported as not being a
+// Tandem node, not as a frame of 1.3 GB.
+func TestHandshakeWithSomethingElse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				_, _ = c.Read(make([]byte, 512))
+				_, _ = io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+			}()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, err := New(ctx, Config{Addrs: []string{ln.Addr().String()}})
+	if err == nil {
+		c.Close()
+		t.Fatal("client.New succeeded against an HTTP server")
+	}
+	if !strings.Contains(err.Error(), "does not answer as a Tandem node") {
+		t.Fatalf("error %q does not say the address is not a Tandem node", err)
+	}
+}
