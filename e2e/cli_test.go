@@ -58,30 +58,35 @@ func TestCLIUsage(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
 		want string // in standard error
+		code int    // exit status; 0 means 2 (a usage error)
 	}{
-		{nil, "Usage: tandem COMMAND"},
-		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
-		{[]string{"node", "--data", dir}, "--id"},
-		{[]string{"node", "--addr", "127.0.0.1:0", "--data", dir}, "--id"},
-		{[]string{"node", "--id", "0", "--data", dir}, "--id"},
-		{[]string{"node", "--id", "1"}, "--data"},
-		{[]string{"node", "--id", "x", "--data", dir}, "invalid value"},
-		{[]string{"sql", "--bogus", "SELECT 1"}, "flag provided but not defined: -bogus"},
-		{[]string{"sql", "--format", "xml", "SELECT 1"}, "--format"},
-		{[]string{"sql", "--consistency", "eventual", "SELECT 1"}, "--consistency"},
-		{[]string{"sql", "--cluster", "127.0.0.1:1", "--timeout", "2s", "SELECT 1"}, "cannot reach the cluster at 127.0.0.1:1"},
-		{[]string{"cluster", "list", "--cluster", "127.0.0.1:1", "--timeout", "2s"}, "cannot reach the cluster at 127.0.0.1:1"},
-		{[]string{"cluster"}, "subcommand"},
-		{[]string{"cluster", "frobnicate"}, "frobnicate"},
-		{[]string{"cluster", "remove", "--cluster", "127.0.0.1:1"}, "node ID"},
-		{[]string{"cluster", "remove", "--cluster", "127.0.0.1:1", "zero"}, "not a node ID"},
-		{[]string{"cluster", "list", "--nope"}, "-nope"},
+		{nil, "Usage: tandem COMMAND", 0},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`, 0},
+		{[]string{"node", "--data", dir}, "--id", 0},
+		{[]string{"node", "--addr", "127.0.0.1:0", "--data", dir}, "--id", 0},
+		{[]string{"node", "--id", "0", "--data", dir}, "--id", 0},
+		{[]string{"node", "--id", "1"}, "--data", 0},
+		{[]string{"node", "--id", "x", "--data", dir}, "invalid value", 0},
+		{[]string{"sql", "--bogus", "SELECT 1"}, "flag provided but not defined: -bogus", 0},
+		{[]string{"sql", "--format", "xml", "SELECT 1"}, "--format", 0},
+		{[]string{"sql", "--consistency", "eventual", "SELECT 1"}, "--consistency", 0},
+		{[]string{"sql", "--cluster", "127.0.0.1:1", "--timeout", "2s", "SELECT 1"}, "cannot reach the cluster at 127.0.0.1:1", 1},
+		{[]string{"cluster", "list", "--cluster", "127.0.0.1:1", "--timeout", "2s"}, "cannot reach the cluster at 127.0.0.1:1", 1},
+		{[]string{"cluster"}, "subcommand", 0},
+		{[]string{"cluster", "frobnicate"}, "frobnicate", 0},
+		{[]string{"cluster", "remove", "--cluster", "127.0.0.1:1"}, "node ID", 0},
+		{[]string{"cluster", "remove", "--cluster", "127.0.0.1:1", "zero"}, "not a node ID", 0},
+		{[]string{"cluster", "list", "--nope"}, "-nope", 0},
 	} {
 		start := time.Now()
 		out, errOut, err := c.tandem("", tc.args...)
 		name := strings.Join(tc.args, " ")
-		if code := exitCode(err); code != 2 {
-			t.Errorf("tandem %s: exit %d, want 2\nstdout: %s\nstderr: %s", name, code, out, errOut)
+		want := tc.code
+		if want == 0 {
+			want = 2
+		}
+		if code := exitCode(err); code != want {
+			t.Errorf("tandem %s: exit %d, want %d\nstdout: %s\nstderr: %s", name, code, want, out, errOut)
 			continue
 		}
 		if !strings.Contains(errOut, tc.want) {

@@ -431,15 +431,15 @@ func waitSettled(ctx context.Context, c *client.Client, timeout time.Duration) e
 	var since time.Time
 	for {
 		rows, err := listMembers(ctx, c)
-		same := err == nil && len(rows) > 0
+		same := err == nil && len(rows) > 0 && rows[0].Applied != nil
 		for _, r := range rows {
-			same = same && r.Healthy && r.Applied == rows[0].Applied
+			same = same && r.Healthy && r.Applied != nil && *r.Applied == *rows[0].Applied
 		}
 		switch {
 		case !same:
 			since = time.Time{}
-		case since.IsZero() || rows[0].Applied != last:
-			last, since = rows[0].Applied, time.Now()
+		case since.IsZero() || *rows[0].Applied != last:
+			last, since = *rows[0].Applied, time.Now()
 		case time.Since(since) >= 500*time.Millisecond:
 			return nil
 		}

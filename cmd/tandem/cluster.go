@@ -59,13 +59,13 @@ func (f clientFlags) connect(ctx context.Context) (*client.Client, error) {
 
 // memberRow is one line of `tandem cluster list`.
 type memberRow struct {
-	ID      uint64 `json:"id"`
-	Address string `json:"address"`
-	Role    string `json:"role"`
-	Leader  bool   `json:"leader"`
-	Applied uint64 `json:"applied_index"`
-	Healthy bool   `json:"healthy"`
-	Problem string `json:"problem,omitempty"`
+	ID      uint64  `json:"id"`
+	Address string  `json:"address"`
+	Role    string  `json:"role"`
+	Leader  bool    `json:"leader"`
+	Applied *uint64 `json:"applied_index"` // null: the node did not answer
+	Healthy bool    `json:"healthy"`
+	Problem string  `json:"problem,omitempty"`
 }
 
 func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -137,6 +137,9 @@ func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
+	if w := quorumWarning(rows); w != "" {
+		fmt.Fprintln(stderr, "tandem cluster: warning:", w)
+	}
 	if *format == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -145,9 +148,36 @@ func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tLEADER\tAPPLIED\tHEALTHY\tPROBLEM")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%d\t%v\t%s\n", r.ID, r.Address, r.Role, r.Leader, r.Applied, r.Healthy, r.Problem)
+		applied := "-"
+		if r.Applied != nil {
+			applied = strconv.FormatUint(*r.Applied, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s\t%v\t%s\n", r.ID, r.Address, r.Role, r.Leader, applied, r.Healthy, r.Problem)
 	}
 	return tw.Flush()
+}
+
+// quorumWarning says what is wrong with the cluster as a whole, if anything: no leader, or
+// no majority of the voters answering and healthy.
+func quorumWarning(rows []memberRow) string {
+	voters, up, leader := 0, 0, false
+	for _, r := range rows {
+		leader = leader || r.Leader
+		if r.Role != "voter" {
+			continue
+		}
+		voters++
+		if r.Healthy {
+			up++
+		}
+	}
+	switch {
+	case voters > 0 && up <= voters/2:
+		return fmt.Sprintf("only %d of %d voters answer and are healthy: no quorum, the cluster takes no writes", up, voters)
+	case !leader:
+		return "no leader (an election may be under way): writes and linearizable reads wait for one"
+	}
+	return ""
 }
 
 // listMembers asks the cluster for its members and each member for its own status.
@@ -169,7 +199,7 @@ func listMembers(ctx context.Context, c *client.Client) ([]memberRow, error) {
 				rows[i].Problem = "unreachable: " + err.Error()
 				return
 			}
-			rows[i].Applied, rows[i].Healthy, rows[i].Problem = st.Applied, st.Healthy, st.Problem
+			rows[i].Applied, rows[i].Healthy, rows[i].Problem = &st.Applied, st.Healthy, st.Problem
 		}()
 	}
 	for range ci.Members {

@@ -87,3 +87,23 @@ func TestUnreachableClusterIsNotAUsageError(t *testing.T) {
 		t.Fatalf("exit %d, %q; want 1 and the address that could not be reached, without a usage hint", code, stderr.String())
 	}
 }
+
+func TestQuorumWarning(t *testing.T) {
+	row := func(role string, leader, healthy bool) memberRow {
+		return memberRow{Role: role, Leader: leader, Healthy: healthy}
+	}
+	for _, tc := range []struct {
+		rows []memberRow
+		want string // in the warning; "" = none
+	}{
+		{[]memberRow{row("voter", true, true), row("voter", false, true), row("voter", false, false)}, ""},
+		{[]memberRow{row("voter", false, true), row("voter", false, true), row("voter", false, true)}, "no leader"},
+		{[]memberRow{row("voter", false, true), row("voter", false, false), row("voter", false, false)}, "only 1 of 3 voters"},
+		{[]memberRow{row("voter", true, true), row("voter", false, false), row("learner", false, true)}, "only 1 of 2 voters"},
+	} {
+		got := quorumWarning(tc.rows)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%+v: warning %q, want %q", tc.rows, got, tc.want)
+		}
+	}
+}
