@@ -163,3 +163,11 @@ func TestDataDirectoryInUse(t *testing.T) {
 	}
 	again.Close()
 }
+
+// A cluster address without a port is refused at New, not retried for ever.
+func TestNewRefusesABadClusterAddress(t *testing.T) {
+	_, err := tandem.New(t.TempDir(), tandem.WithAddress("127.0.0.1:0"), tandem.WithCluster("10.0.0.1"))
+	if err == nil || !strings.Contains(err.Error(), "is not HOST:PORT") {
+		t.Fatalf("New with cluster address without a port: %v", err)
+	}
+}

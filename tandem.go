@@ -108,6 +108,11 @@ func New(dir string, opts ...Option) (*Node, error) {
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
+	for _, a := range cfg.cluster {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			return nil, fmt.Errorf("tandem: cluster address %q is not HOST:PORT", a)
+		}
+	}
 	if (cfg.tlsServer == nil) != (cfg.tlsClient == nil) {
 		return nil, errors.New("tandem: WithTLS needs both a server and a client configuration")
 	}

@@ -79,6 +79,11 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, errors.New("tandem: client: no addresses")
 	}
 	cfg.Addrs = append([]string(nil), cfg.Addrs...)
+	for _, a := range cfg.Addrs {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			return nil, fmt.Errorf("tandem: client: address %q is not HOST:PORT", a)
+		}
+	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}

@@ -42,3 +42,18 @@ func TestHandshakeWithSomethingElse(t *testing.T) {
 		t.Fatalf("error %q does not say the address is not a Tandem node", err)
 	}
 }
+
+// An address without a port fails at once instead of after the whole timeout.
+func TestNewRefusesAnAddressWithoutPort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	for _, addr := range []string{"127.0.0.1", "localhost:", ""} {
+		if _, err := New(ctx, Config{Addrs: []string{addr}}); err == nil || !strings.Contains(err.Error(), "is not HOST:PORT") {
+			t.Errorf("%q: %v, want an error saying it is not HOST:PORT", addr, err)
+		}
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v", d)
+	}
+}

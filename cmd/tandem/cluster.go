@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -41,6 +42,11 @@ func (f clientFlags) connect(ctx context.Context) (*client.Client, error) {
 	}
 	if *f.timeout <= 0 {
 		return nil, usageError{fmt.Sprintf("--timeout must be positive, not %v", *f.timeout)}
+	}
+	for _, a := range addrs {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			return nil, usageError{fmt.Sprintf("--cluster: %q is not HOST:PORT", a)}
+		}
 	}
 	var tc *tls.Config
 	if f.tls.enabled() {

@@ -67,6 +67,7 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"sql", "--timeout", "0s", "SELECT 1"}, "--timeout must be positive"},
 		{[]string{"cluster", "list", "--timeout", "-5s"}, "--timeout must be positive"},
 		{[]string{"cluster", "list", "--cluster", ""}, "--cluster names no node"},
+		{[]string{"sql", "--cluster", "127.0.0.1", "SELECT 1"}, `"127.0.0.1" is not HOST:PORT`},
 	} {
 		var stderr bytes.Buffer
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
