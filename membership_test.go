@@ -171,3 +171,38 @@ func TestNewRefusesABadClusterAddress(t *testing.T) {
 		t.Fatalf("New with cluster address without a port: %v", err)
 	}
 }
+
+// A join that fails before the node has a log leaves nothing behind: the directory can then
+// bootstrap a cluster of its own, and that node restarts as usual.
+func TestFailedStartLeavesNoJoinMarker(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	if _, err := tandem.New(dir, tandem.WithAddress(busy.Addr().String()), tandem.WithCluster("127.0.0.1:1")); err == nil {
+		t.Fatal("New on a busy address succeeded")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first, err := tandem.New(dir, tandem.WithAddress("127.0.0.1:0")) // bootstraps
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	addr := first.Addr()
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := tandem.New(dir, tandem.WithAddress(addr))
+	if err != nil {
+		t.Fatalf("restart of the bootstrapped node: %v", err)
+	}
+	defer again.Close()
+	if err := again.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -146,8 +146,21 @@ func New(dir string, opts ...Option) (*Node, error) {
 		return nil, fmt.Errorf("tandem: %s holds a node whose join never completed: start it again with the cluster to join (--join, WithCluster), or with an empty directory", dir)
 	}
 	joining := (fresh || rejoin) && len(cfg.cluster) > 0
-	if joining && !rejoin {
+	switch {
+	case fresh && joining:
 		if err := os.WriteFile(marker, nil, 0o640); err != nil {
+			return nil, fmt.Errorf("tandem: %w", err)
+		}
+		// Without a log the marker means nothing yet: if New fails before the log exists,
+		// a later bootstrap in this directory must not find it.
+		defer func() {
+			if !started && !exists(filepath.Join(raftDir, "wal")) {
+				os.Remove(marker)
+			}
+		}()
+	case fresh:
+		// Left by a join that failed before its log existed: this start bootstraps.
+		if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("tandem: %w", err)
 		}
 	}

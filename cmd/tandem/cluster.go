@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -91,8 +92,23 @@ func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		fs.Usage()
 		return nil
 	}
-	if err := parseFlags(fs, args[1:]); err != nil {
-		return err
+	var rest []string
+	if strings.HasPrefix(sub, "-") {
+		// Flags first (tandem cluster --format json list): the subcommand is the first
+		// argument that is not a flag.
+		if err := parseFlags(fs, args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			fs.Usage()
+			return usageError{"a subcommand is required: list, remove or transfer"}
+		}
+		sub, rest = fs.Arg(0), fs.Args()[1:]
+	} else {
+		if err := parseFlags(fs, args[1:]); err != nil {
+			return err
+		}
+		rest = fs.Args()
 	}
 	if *format != "table" && *format != "json" {
 		return usageError{"--format must be table or json"}
@@ -102,17 +118,17 @@ func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	var id uint64
 	switch sub {
 	case "list":
-		if fs.NArg() != 0 {
+		if len(rest) != 0 {
 			return usageError{"list takes no arguments"}
 		}
 	case "remove", "transfer":
-		if fs.NArg() > 1 || (sub == "remove" && fs.NArg() != 1) {
+		if len(rest) > 1 || (sub == "remove" && len(rest) != 1) {
 			return usageError{sub + " takes one node ID"}
 		}
-		if fs.NArg() == 1 {
-			v, err := strconv.ParseUint(fs.Arg(0), 10, 64)
+		if len(rest) == 1 {
+			v, err := strconv.ParseUint(rest[0], 10, 64)
 			if err != nil || v == 0 {
-				return usageError{fmt.Sprintf("%q is not a node ID", fs.Arg(0))}
+				return usageError{fmt.Sprintf("%q is not a node ID", rest[0])}
 			}
 			id = v
 		}
@@ -154,13 +170,17 @@ func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tLEADER\tAPPLIED\tHEALTHY\tPROBLEM")
 	for _, r := range rows {
-		applied := "-"
-		if r.Applied != nil {
-			applied = strconv.FormatUint(*r.Applied, 10)
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s\t%v\t%s\n", r.ID, r.Address, r.Role, r.Leader, applied, r.Healthy, r.Problem)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s\t%v\t%s\n", r.ID, r.Address, r.Role, r.Leader, r.appliedText(), r.Healthy, r.Problem)
 	}
 	return tw.Flush()
+}
+
+// appliedText is the applied index for a table, "-" for a node that did not answer.
+func (r memberRow) appliedText() string {
+	if r.Applied == nil {
+		return "-"
+	}
+	return strconv.FormatUint(*r.Applied, 10)
 }
 
 // quorumWarning says what is wrong with the cluster as a whole, if anything: no leader, or

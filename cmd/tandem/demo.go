@@ -348,7 +348,7 @@ func waitConverged(ctx context.Context, c *client.Client, timeout time.Duration)
 		if err == nil && len(rows) > 0 {
 			same := true
 			for _, r := range rows {
-				same = same && r.Healthy && r.Applied == rows[0].Applied
+				same = same && r.Healthy && r.Applied != nil && rows[0].Applied != nil && *r.Applied == *rows[0].Applied
 			}
 			if same {
 				return nil
@@ -369,7 +369,7 @@ func printMembers(ctx context.Context, c *client.Client, w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  ID\tADDRESS\tROLE\tLEADER\tAPPLIED\tHEALTHY")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%v\t%d\t%v\n", r.ID, r.Address, r.Role, r.Leader, r.Applied, r.Healthy)
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%v\t%s\t%v\n", r.ID, r.Address, r.Role, r.Leader, r.appliedText(), r.Healthy)
 	}
 	return tw.Flush()
 }

@@ -100,7 +100,8 @@ func newFlags(name, synopsis, about string, stderr io.Writer) *flag.FlagSet {
 // --cluster ...` must not take --cluster for SQL), and turns flag errors into usage errors
 // (exit status 2). The arguments that are not flags are fs.Args() afterwards; "--" ends the
 // flags. An argument that cannot be a flag is never read as one: one with a blank in it
-// (SQL text such as "-- a comment" or "-1 + x"), "-", and negative numbers.
+// (SQL text such as "-- a comment" or "-1 + x"), "-", negative numbers, and after the first
+// argument that is not a flag, any word with a single dash.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	var flags, positional []string
 	for i := 0; i < len(args); i++ {
@@ -110,6 +111,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 			positional = append(positional, args[i+1:]...)
 			i = len(args)
 		case !strings.HasPrefix(a, "-") || notAFlag(a):
+			positional = append(positional, a)
+		case len(positional) > 0 && !strings.HasPrefix(a, "--") && a != "-h" && a != "-help":
+			// After an argument only --name is a flag: unquoted SQL such as
+			// `SELECT -db FROM t` must not lose "-db FROM" to the --db flag.
 			positional = append(positional, a)
 		case strings.Contains(a, "=") || i+1 == len(args) || takesNoValue(fs, a):
 			flags = append(flags, a) // unknown flags too: Parse reports them

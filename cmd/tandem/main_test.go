@@ -21,9 +21,11 @@ func TestParseFlagsInAnyOrder(t *testing.T) {
 	}{
 		{args: []string{"SELECT 1", "--cluster", "h:1"}, cluster: "h:1", rest: []string{"SELECT 1"}},
 		{args: []string{"--cluster=h:1", "SELECT", "1"}, cluster: "h:1", rest: []string{"SELECT", "1"}},
-		{args: []string{"SELECT", "--keep", "x", "-cluster", "h:2"}, cluster: "h:2", keep: true, rest: []string{"SELECT", "x"}},
+		{args: []string{"SELECT", "--keep", "x", "--cluster", "h:2"}, cluster: "h:2", keep: true, rest: []string{"SELECT", "x"}},
+		{args: []string{"-keep", "-cluster", "h:2", "SELECT"}, cluster: "h:2", keep: true, rest: []string{"SELECT"}},
 		{args: []string{"--cluster", "h:1", "--", "--keep", "-x"}, cluster: "h:1", rest: []string{"--keep", "-x"}},
 		{args: []string{"-- a comment", "SELECT -1", "-1", "-", "-2.5"}, cluster: "def", rest: []string{"-- a comment", "SELECT -1", "-1", "-", "-2.5"}},
+		{args: []string{"SELECT", "-cluster", "FROM", "t", "--cluster", "h:3"}, cluster: "h:3", rest: []string{"SELECT", "-cluster", "FROM", "t"}},
 	} {
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
@@ -67,6 +69,9 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"sql", "--timeout", "0s", "SELECT 1"}, "--timeout must be positive"},
 		{[]string{"cluster", "list", "--timeout", "-5s"}, "--timeout must be positive"},
 		{[]string{"cluster", "list", "--cluster", ""}, "--cluster names no node"},
+		{[]string{"cluster", "--cluster", "", "list"}, "--cluster names no node"},
+		{[]string{"cluster", "--format", "json"}, "a subcommand is required"},
+		{[]string{"cluster", "--format", "json", "remove", "x"}, `"x" is not a node ID`},
 		{[]string{"sql", "--cluster", "127.0.0.1", "SELECT 1"}, `"127.0.0.1" is not HOST:PORT`},
 	} {
 		var stderr bytes.Buffer

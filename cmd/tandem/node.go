@@ -86,7 +86,7 @@ func runNode(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 		// removal again and stop at once).
 		if errors.Is(node.Err(), tandem.ErrRemoved) {
 			logger.Warn("this node was removed from the cluster and has stopped; its data directory is kept",
-				"data", *data, "to rejoin", "start it with an empty --data and --join")
+				"data", *data, "to rejoin", "start it with an empty --data, a new --id and --join")
 			return nil
 		}
 		return node.Err()
