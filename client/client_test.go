@@ -693,3 +693,35 @@ func TestFailoverWhenLeaderDies(t *testing.T) {
 		t.Fatal(li, err)
 	}
 }
+
+// A Begin whose caller gave up may still start on the leader, where the transaction would
+// hold its database's writer until the idle timeout: its late answer is met with a Rollback.
+func TestAbandonedBeginIsRolledBack(t *testing.T) {
+	fc := newFakeCluster(t, 1, nil)
+	c := fc.client(t, nil)
+	n := fc.nodes[0]
+	n.setHook(func(conn *wiretest.Conn, id uint64, m wire.Message) bool {
+		if _, ok := m.(*wire.Begin); !ok {
+			return false
+		}
+		go func() {
+			time.Sleep(200 * time.Millisecond)
+			conn.Reply(id, &wire.TxBegun{TxID: 78})
+		}()
+		return true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, err := c.Begin(ctx, "app")
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Begin: %v, want the deadline", err)
+	}
+	waitFor(t, func() bool {
+		for _, rb := range requestsOf[*wire.Rollback](n) {
+			if rb.TxID == 78 {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -28,10 +28,14 @@ type conn struct {
 
 	mu      sync.Mutex
 	pending map[uint64]chan wire.Frame
-	queue   [][]byte
-	err     error         // why the connection died
-	dead    chan struct{} // closed when it dies
-	kick    chan struct{} // wakes the writer
+	// begins holds the Begin requests whose callers gave up before the answer came: the
+	// transaction may start later on the leader, and would hold its database's writer
+	// until the idle timeout; its answer is met with a Rollback.
+	begins map[uint64]bool
+	queue  [][]byte
+	err    error         // why the connection died
+	dead   chan struct{} // closed when it dies
+	kick   chan struct{} // wakes the writer
 }
 
 func newConn(c *Client, addr string) *conn {
@@ -39,6 +43,7 @@ func newConn(c *Client, addr string) *conn {
 		c: c, addr: addr,
 		ready:   make(chan struct{}),
 		pending: map[uint64]chan wire.Frame{},
+		begins:  map[uint64]bool{},
 		dead:    make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 	}
@@ -187,11 +192,18 @@ func (cn *conn) readLoop(r *wire.Reader) {
 		cn.mu.Lock()
 		ch := cn.pending[f.ID]
 		delete(cn.pending, f.ID)
+		abandonedBegin := cn.begins[f.ID]
+		delete(cn.begins, f.ID)
 		cn.mu.Unlock()
 		if ch != nil {
 			ch <- f // buffered, never blocks
 		}
 		// else: a response nobody waits for any more (caller gave up, or fire-and-forget).
+		if abandonedBegin && f.Type == wire.TypeTxBegun {
+			if m, err := wire.Decode(f); err == nil {
+				_ = cn.send(cn.c.nextID(), &wire.Rollback{TxID: m.(*wire.TxBegun).TxID}, nil)
+			}
+		}
 	}
 }
 
@@ -282,6 +294,9 @@ func (cn *conn) roundTrip(ctx context.Context, id uint64, m wire.Message) (wire.
 		cn.mu.Lock()
 		if cn.pending != nil {
 			delete(cn.pending, id)
+		}
+		if _, ok := m.(*wire.Begin); ok && cn.begins != nil {
+			cn.begins[id] = true
 		}
 		cn.mu.Unlock()
 		return wire.Frame{}, ctx.Err()
