@@ -3,6 +3,7 @@ package tandem_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -204,5 +205,84 @@ func TestFailedStartLeavesNoJoinMarker(t *testing.T) {
 	defer again.Close()
 	if err := again.Ready(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// After Close every method says so; a done context is reported even on a ready node.
+func TestMethodsAfterClose(t *testing.T) {
+	nodes := startEmbedded(t, 1)
+	n := nodes[0]
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 50 {
+		if err := n.Ready(done); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Ready with a cancelled context on a ready node: %v", err)
+		}
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for range 50 {
+		if err := n.Ready(ctx); !errors.Is(err, tandem.ErrClosed) {
+			t.Fatalf("Ready after Close: %v", err)
+		}
+	}
+	if _, _, err := n.Leader(ctx); !errors.Is(err, tandem.ErrClosed) {
+		t.Fatalf("Leader after Close: %v", err)
+	}
+	if _, err := n.Cluster(ctx); !errors.Is(err, tandem.ErrClosed) {
+		t.Fatalf("Cluster after Close: %v", err)
+	}
+	if _, err := n.Open(ctx, "app"); !errors.Is(err, tandem.ErrClosed) {
+		t.Fatalf("Open after Close: %v", err)
+	}
+}
+
+// Times are stored so that SQL compares and sorts them as times; a nil []byte is NULL.
+func TestTimeOrderAndNilBlob(t *testing.T) {
+	nodes := startEmbedded(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	db, err := nodes[0].Open(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE ev(id INTEGER PRIMARY KEY, ts DATETIME, b BLOB)`); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i, ts := range []time.Time{t0, t0.Add(500 * time.Millisecond), t0.Add(-time.Nanosecond)} {
+		if _, err := db.ExecContext(ctx, `INSERT INTO ev VALUES(?, ?, ?)`, i+1, ts, []byte(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var later int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM ev WHERE ts > ?`, t0).Scan(&later); err != nil || later != 1 {
+		t.Fatalf("rows later than t0: %d, %v; want 1", later, err)
+	}
+	rows, err := db.QueryContext(ctx, `SELECT id FROM ev ORDER BY ts`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []int
+	for rows.Next() {
+		var id int
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		order = append(order, id)
+	}
+	if rows.Close(); fmt.Sprint(order) != "[3 1 2]" {
+		t.Fatalf("ORDER BY ts: %v, want [3 1 2]", order)
+	}
+	var kind string
+	if err := db.QueryRowContext(ctx, `SELECT typeof(b) FROM ev WHERE id = 1`).Scan(&kind); err != nil || kind != "null" {
+		t.Fatalf("nil []byte stored as %q, %v; want null", kind, err)
+	}
+	var back time.Time
+	if err := db.QueryRowContext(ctx, `SELECT ts FROM ev WHERE id = 2`).Scan(&back); err != nil || !back.Equal(t0.Add(500*time.Millisecond)) {
+		t.Fatalf("time read back: %v, %v", back, err)
 	}
 }

@@ -271,6 +271,16 @@ func (n *Node) Err() error {
 	return n.stoppedErr()
 }
 
+// callErr is what a method returns before doing anything: why the node stopped, or the
+// caller's context error (checked first, so that a closed node or a done context never
+// loses a race against a ready answer).
+func (n *Node) callErr(ctx context.Context) error {
+	if n.ctx.Err() != nil {
+		return n.stoppedErr()
+	}
+	return ctx.Err()
+}
+
 // stoppedErr says why a node whose context ended stopped.
 func (n *Node) stoppedErr() error {
 	n.mu.Lock()
@@ -371,6 +381,9 @@ func (n *Node) Addr() string { return n.addr }
 // Ready waits until the node is a member of a cluster with a known leader and has applied
 // everything committed when it learned of that leader.
 func (n *Node) Ready(ctx context.Context) error {
+	if err := n.callErr(ctx); err != nil {
+		return err
+	}
 	select {
 	case <-n.joined:
 	case <-ctx.Done():
@@ -424,6 +437,9 @@ func (n *Node) Open(ctx context.Context, name string) (*sql.DB, error) {
 
 // Leader returns the ID and address of the current leader, waiting until one is known.
 func (n *Node) Leader(ctx context.Context) (uint64, string, error) {
+	if err := n.callErr(ctx); err != nil {
+		return 0, "", err
+	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -442,7 +458,7 @@ func (n *Node) Leader(ctx context.Context) (uint64, string, error) {
 
 // Cluster lists the members as this node knows them.
 func (n *Node) Cluster(ctx context.Context) ([]Member, error) {
-	if err := ctx.Err(); err != nil {
+	if err := n.callErr(ctx); err != nil {
 		return nil, err
 	}
 	st := n.raft.Status()

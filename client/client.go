@@ -122,7 +122,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		if err == nil {
 			return c, nil
 		}
-		last = err
+		if last == nil || ctx.Err() == nil {
+			last = err // an attempt cut short by the deadline says less than the one before
+		}
 		var we *wire.Error
 		if errors.As(err, &we) && we.Code == wire.CodeUnsupportedVersion {
 			c.Close()
@@ -525,6 +527,9 @@ func toValues(args []any) ([]Value, error) {
 	for i, a := range args {
 		if err := wire.CheckValue(a); err != nil {
 			return nil, &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("argument %d: %v", i+1, err)}
+		}
+		if b, ok := a.([]byte); ok && b == nil {
+			a = nil // a nil slice is NULL, as in modernc.org/sqlite and mattn/go-sqlite3
 		}
 		vs[i] = a
 	}

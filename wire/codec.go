@@ -60,8 +60,10 @@ func CheckValue(v Value) error {
 	}
 }
 
-// TimeFormat is how time.Time values travel: RFC 3339 with nanoseconds.
-const TimeFormat = time.RFC3339Nano
+// TimeFormat is how time.Time values travel and are stored: RFC 3339 in UTC with all nine
+// digits of the fraction, so that text order is time order (RFC3339Nano drops trailing
+// zeros: "...:00Z" sorted after "...:00.5Z"). SQLite's date functions read it.
+const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
 // ---- encoding ----
 
