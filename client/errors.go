@@ -28,6 +28,9 @@ const (
 	// ErrNotCommitted: a Commit whose connection broke, or whose answer was "outcome
 	// unknown", was not committed; the leader said so after checking (see Tx.Commit).
 	ErrNotCommitted = wire.CodeNotCommitted
+	// ErrTxAborted: the server rolled the transaction back (its node lost leadership, or
+	// another leader's entry for the database came first); run the transaction again.
+	ErrTxAborted = wire.CodeTxAborted
 )
 
 // errClosed is returned by every call after Close.
@@ -57,7 +60,7 @@ func unavailable(last error) error {
 
 // outcomeUnknown wraps the failure of a write that may have been applied.
 func outcomeUnknown(cause error) error {
-	return fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeOutcomeUnknown, Message: "the write may or may not have been applied"}, cause)
+	return fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeOutcomeUnknown, Message: "the request may or may not have been applied"}, cause)
 }
 
 // ctxError wraps a context's error, noting when a write may have been applied.

@@ -43,9 +43,14 @@ func errorMsg(err error) wire.Message {
 		code = wire.CodeTryAgain
 	case errors.Is(err, store.ErrTxTimeout):
 		code = wire.CodeTxTimeout
+	case errors.Is(err, store.ErrTxAborted):
+		code = wire.CodeTxAborted
+	case errors.Is(err, store.ErrTxDone):
+		code = wire.CodeNoSuchTx
 	case errors.Is(err, store.ErrDiverged), errors.Is(err, consensus.ErrDiverged):
 		code = wire.CodeDiverged
 	case errors.Is(err, store.ErrNoSuchDatabase), errors.Is(err, store.ErrBadName), errors.Is(err, errBadArg),
+		errors.Is(err, store.ErrNotOneStatement),
 		errors.Is(err, consensus.ErrMembership):
 		code = wire.CodeBadRequest
 	case errors.Is(err, consensus.ErrStopped), errors.Is(err, consensus.ErrRemoved),

@@ -25,6 +25,7 @@ const (
 	CodeUnavailable        ErrCode = 13 // no quorum, shutting down, or no node reachable (client side)
 	CodeInternal           ErrCode = 14 // a bug
 	CodeNotCommitted       ErrCode = 15 // Outcome: the write was not committed and never will be
+	CodeTxAborted          ErrCode = 16 // the server rolled the transaction back (leadership changed): run it again
 )
 
 var codeNames = [...]string{
@@ -33,6 +34,7 @@ var codeNames = [...]string{
 	CodeNoSuchTx: "no such transaction", CodeNoSuchCursor: "no such cursor", CodeNoSuchStmt: "no such statement",
 	CodeBadRequest: "bad request", CodeUnsupportedVersion: "unsupported version", CodeDiverged: "diverged",
 	CodeUnavailable: "unavailable", CodeInternal: "internal error", CodeNotCommitted: "not committed",
+	CodeTxAborted: "transaction aborted",
 }
 
 func (c ErrCode) String() string {

@@ -43,6 +43,8 @@ var (
 	ErrNotCommitted = errors.New("store: the leader has no record of the request after applying every earlier entry: it was not committed and will not be")
 	// ErrNotReadOnly: Query was given a statement that writes; send it through Exec.
 	ErrNotReadOnly = errors.New("store: a query must be read-only; send writes through Exec")
+	// ErrNotOneStatement: Query was given no statement, or several.
+	ErrNotOneStatement = errors.New("store: a query must be exactly one statement")
 )
 
 // SQLite result codes used for errors the store reports as a request's own error.

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/tandemdb/tandem/internal/sqlite"
@@ -86,10 +85,10 @@ func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sql
 	} else {
 		st, tail, err := c.Prepare(sql)
 		if err == nil && st == nil {
-			err = errors.New("store: empty query")
+			err = fmt.Errorf("%w: it is empty", ErrNotOneStatement)
 		}
 		if err == nil && !isBlank(tail) {
-			err = errors.New("store: a query must be a single statement")
+			err = fmt.Errorf("%w: send several through Exec", ErrNotOneStatement)
 		}
 		if err == nil && !st.ReadOnly() {
 			err = ErrNotReadOnly
