@@ -117,6 +117,11 @@ func (c *conn) BeginTx(ctx context.Context, opts sqldriver.TxOptions) (sqldriver
 	default:
 		return nil, fmt.Errorf("tandem: isolation level %s not supported (transactions are serializable)", sql.IsolationLevel(opts.Isolation))
 	}
+	if opts.ReadOnly {
+		// A transaction holds its database's writer on the leader; one that only reads would
+		// hold it all the same, and ignoring ReadOnly would let it write.
+		return nil, errors.New("tandem: read-only transactions are not supported: read without a transaction (reads see one consistent state each), or use a read-write one")
+	}
 	t, err := c.cl.Begin(ctx, c.cfg.DB)
 	if err != nil {
 		return nil, err
