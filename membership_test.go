@@ -286,3 +286,62 @@ func TestTimeOrderAndNilBlob(t *testing.T) {
 		t.Fatalf("time read back: %v, %v", back, err)
 	}
 }
+
+// slowSQL runs for tens of seconds on the development VM (a count over a 100M-row
+// recursive CTE) unless interrupted.
+const slowSQL = `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000000) SELECT count(*) FROM c`
+
+// A statement whose caller gave up is stopped on the server (the client sends Cancel): it
+// does not go on holding the database's writer.
+func TestCancelledStatementStopsOnTheServer(t *testing.T) {
+	nodes := startEmbedded(t, 1)
+	ctx, cancelAll := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancelAll()
+	db, err := nodes[0].Open(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE t(x)`); err != nil {
+		t.Fatal(err)
+	}
+	within := func(what string, d time.Duration, f func() error) {
+		t.Helper()
+		start := time.Now()
+		if err := f(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if el := time.Since(start); el > d {
+			t.Fatalf("%s took %v: the cancelled statement went on holding the writer", what, el)
+		}
+	}
+
+	// An autocommit write cancelled without a deadline (the request carries none).
+	wctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(200*time.Millisecond, cancel)
+	if _, err := db.ExecContext(wctx, `INSERT INTO t `+slowSQL); err == nil {
+		t.Fatal("the slow write finished")
+	}
+	within("the next write", 5*time.Second, func() error {
+		_, err := db.ExecContext(ctx, `INSERT INTO t VALUES(1)`)
+		return err
+	})
+
+	// A statement of a transaction, past its deadline.
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qctx, cancel2 := context.WithTimeout(ctx, 200*time.Millisecond)
+	var n int64
+	err = tx.QueryRowContext(qctx, slowSQL).Scan(&n)
+	cancel2()
+	if err == nil {
+		t.Fatal("the slow query finished")
+	}
+	within("rolling back", 5*time.Second, tx.Rollback)
+	within("a write after the transaction", 5*time.Second, func() error {
+		_, err := db.ExecContext(ctx, `INSERT INTO t VALUES(2)`)
+		return err
+	})
+}

@@ -299,6 +299,9 @@ func (cn *conn) roundTrip(ctx context.Context, id uint64, m wire.Message) (wire.
 			cn.begins[id] = true
 		}
 		cn.mu.Unlock()
+		// Tell the node, so that it does not start the request or interrupts it (a
+		// statement would otherwise run to its end, holding the writer or a reader).
+		_ = cn.send(cn.c.nextID(), &wire.Cancel{RequestID: id}, nil)
 		return wire.Frame{}, ctx.Err()
 	}
 }

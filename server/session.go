@@ -40,6 +40,9 @@ type session struct {
 	// for that transaction has been answered: the next one waits for it, so that requests
 	// touching one transaction run in the order received (protocol §7).
 	txTail map[uint64]chan struct{}
+	// inflight cancels, per request id, the context of a request being served: a Cancel
+	// from the client (its caller gave up) stops it.
+	inflight map[uint64]context.CancelFunc
 }
 
 type outFrame struct {
@@ -65,6 +68,8 @@ func newSession(s *Server, c net.Conn) *session {
 		cursors: map[uint64]*cursor{},
 		stmts:   map[uint64]stmtInfo{},
 		txTail:  map[uint64]chan struct{}{},
+
+		inflight: map[uint64]context.CancelFunc{},
 	}
 }
 
@@ -105,20 +110,40 @@ func (ss *session) run() {
 			ss.reply(f.ID, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()})
 			continue
 		}
+		if c, ok := msg.(*wire.Cancel); ok {
+			// Served here, not behind the requests in flight it is about.
+			ss.mu.Lock()
+			if cancel := ss.inflight[c.RequestID]; cancel != nil {
+				cancel()
+			}
+			ss.mu.Unlock()
+			ss.reply(f.ID, &wire.OK{})
+			continue
+		}
 		select {
 		case ss.sem <- struct{}{}:
 		case <-ss.ctx.Done():
 			return
 		}
 		txID, prev, done := ss.order(msg)
+		ctx, cancel := context.WithCancel(ss.ctx)
+		ss.mu.Lock()
+		ss.inflight[f.ID] = cancel
+		ss.mu.Unlock()
 		ss.wg.Add(1)
 		go func() {
 			defer func() { <-ss.sem; ss.wg.Done() }()
+			defer func() {
+				ss.mu.Lock()
+				delete(ss.inflight, f.ID)
+				ss.mu.Unlock()
+				cancel()
+			}()
 			if done != nil {
 				<-prev // the previous request of the same transaction has been answered
 				defer ss.ordered(txID, done)
 			}
-			ss.reply(f.ID, ss.handle(msg))
+			ss.reply(f.ID, ss.handle(ctx, msg))
 		}()
 	}
 }
@@ -257,8 +282,8 @@ func (ss *session) cleanup() {
 }
 
 // handle answers one request. It runs on its own goroutine.
-func (ss *session) handle(m wire.Message) wire.Message {
-	ctx, cancel := context.WithTimeout(ss.ctx, ss.srv.cfg.RequestTimeout)
+func (ss *session) handle(parent context.Context, m wire.Message) wire.Message {
+	ctx, cancel := context.WithTimeout(parent, ss.srv.cfg.RequestTimeout)
 	defer cancel()
 	switch m := m.(type) {
 	case *wire.LeaderReq:

@@ -38,8 +38,9 @@ const (
 	TypeError       MsgType = 26
 	TypeRedirect    MsgType = 27
 	TypeOutcome     MsgType = 28
+	TypeCancel      MsgType = 29
 
-	maxType = TypeOutcome
+	maxType = TypeCancel
 )
 
 var typeNames = [...]string{
@@ -50,7 +51,7 @@ var typeNames = [...]string{
 	TypeTxBegun: "TxBegun", TypeCommit: "Commit", TypeRollback: "Rollback", TypePrepare: "Prepare",
 	TypePrepared: "Prepared", TypeCloseStmt: "CloseStmt", TypeJoin: "Join", TypeRemove: "Remove",
 	TypeTransfer: "Transfer", TypeOK: "OK", TypeError: "Error", TypeRedirect: "Redirect",
-	TypeOutcome: "Outcome",
+	TypeOutcome: "Outcome", TypeCancel: "Cancel",
 }
 
 // Known reports whether t is a message type of this protocol version.
@@ -132,6 +133,8 @@ func New(t MsgType) Message {
 		return new(Redirect)
 	case TypeOutcome:
 		return new(Outcome)
+	case TypeCancel:
+		return new(Cancel)
 	}
 	return nil
 }
@@ -432,6 +435,12 @@ type Outcome struct {
 // Rollback abandons a transaction; answered by OK.
 type Rollback struct{ TxID uint64 }
 
+// Cancel asks the node to stop the request with id RequestID of this connection, whose
+// caller gave up: a queued request does not start, a running statement is interrupted.
+// Answered by OK whether or not the request was still running (its own answer, if any, still
+// comes).
+type Cancel struct{ RequestID uint64 }
+
 // Prepare prepares a statement on this connection.
 type Prepare struct {
 	DB  string
@@ -595,6 +604,14 @@ func (m *Rollback) Unmarshal(p []byte) error {
 	d := decoder{p: p}
 	*m = Rollback{TxID: d.u64("tx id")}
 	return d.done(TypeRollback)
+}
+
+func (*Cancel) Type() MsgType                   { return TypeCancel }
+func (m *Cancel) MarshalAppend(b []byte) []byte { return appendU64(b, m.RequestID) }
+func (m *Cancel) Unmarshal(p []byte) error {
+	d := decoder{p: p}
+	*m = Cancel{RequestID: d.u64("request id")}
+	return d.done(TypeCancel)
 }
 
 func (*Prepare) Type() MsgType { return TypePrepare }

@@ -41,6 +41,7 @@ func samples() []Message {
 		&TxBegun{TxID: 12},
 		&Commit{TxID: 12, RequestID: 13},
 		&Outcome{DB: "app", RequestID: 14},
+		&Cancel{RequestID: 15},
 		&Rollback{TxID: 12},
 		&Prepare{DB: "app", SQL: "SELECT ?"},
 		&Prepared{StmtID: 3, NumParams: 1, Columns: []string{"?"}},
