@@ -239,6 +239,32 @@ func TestMethodsAfterClose(t *testing.T) {
 	}
 }
 
+// A *sql.DB from Open fails at once after its node closed, instead of retrying its address
+// until the caller's deadline.
+func TestOpenedDBFailsFastAfterClose(t *testing.T) {
+	nodes := startEmbedded(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := nodes[0].Open(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE t(x)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := db.ExecContext(ctx, `INSERT INTO t VALUES(1)`); err == nil {
+		t.Fatal("a write through a closed node's *sql.DB succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the write took %v to fail", d)
+	}
+}
+
 // Times are stored so that SQL compares and sorts them as times; a nil []byte is NULL.
 func TestTimeOrderAndNilBlob(t *testing.T) {
 	nodes := startEmbedded(t, 1)

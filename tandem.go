@@ -90,6 +90,9 @@ type Node struct {
 	joined  chan struct{} // closed once the node is a member (at once unless joining)
 	joinEr  error         // the last failed join attempt
 	refused error         // the node closed itself because the cluster refused it (ErrJoinRefused)
+	// connectors of the *sql.DB handles Open returned: Close closes them, so that their
+	// calls fail at once instead of retrying a node that is gone.
+	connectors []*driver.Connector
 }
 
 // joiningMarker names the file that exists in a data directory from the start of a join
@@ -416,6 +419,8 @@ func (n *Node) Ready(ctx context.Context) error {
 
 // Open returns a *sql.DB for the named database of the cluster (created by its first write).
 // It talks to this node over the client protocol and follows the leader wherever it is.
+// Close closes it too: its calls then fail at once ("client closed") instead of retrying
+// a node that is gone.
 func (n *Node) Open(ctx context.Context, name string) (*sql.DB, error) {
 	if err := store.CheckName(name); err != nil {
 		return nil, err
@@ -432,6 +437,15 @@ func (n *Node) Open(ctx context.Context, name string) (*sql.DB, error) {
 		db.Close()
 		return nil, err
 	}
+	n.mu.Lock()
+	live := n.connectors[:0]
+	for _, c := range n.connectors {
+		if !c.Closed() {
+			live = append(live, c)
+		}
+	}
+	n.connectors = append(live, conn)
+	n.mu.Unlock()
 	return db, nil
 }
 
@@ -496,6 +510,13 @@ func (n *Node) Close() error {
 	var err error
 	n.close.Do(func() {
 		n.stop()
+		n.mu.Lock()
+		connectors := n.connectors
+		n.connectors = nil
+		n.mu.Unlock()
+		for _, c := range connectors {
+			c.Close()
+		}
 		n.srv.Close()
 		err = errors.Join(n.raft.Stop())
 		n.wg.Wait()

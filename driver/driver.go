@@ -210,6 +210,9 @@ func (c *Connector) Close() error {
 	return nil
 }
 
+// Closed reports whether Close was called (by its owner, or by sql.DB.Close).
+func (c *Connector) Closed() bool { return c.isClosed() }
+
 func (c *Connector) isClosed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
