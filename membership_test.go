@@ -2,6 +2,7 @@ package tandem_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -59,6 +60,24 @@ func requireMembers(t *testing.T, n *tandem.Node, want int) {
 	if err != nil || len(ms) != want {
 		t.Fatalf("members: %+v, %v; want %d", ms, err, want)
 	}
+}
+
+// oneNodeDB starts a one-node cluster and opens database "app" on it with schema applied;
+// the context ends with the test (or after a minute).
+func oneNodeDB(t *testing.T, schema string) (*tandem.Node, *sql.DB, context.Context) {
+	t.Helper()
+	nodes := startEmbedded(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	db, err := nodes[0].Open(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		t.Fatal(err)
+	}
+	return nodes[0], db, ctx
 }
 
 // The cluster refuses, and the joining node stops with the reason, when the ID or the
@@ -242,18 +261,8 @@ func TestMethodsAfterClose(t *testing.T) {
 // A *sql.DB from Open fails at once after its node closed, instead of retrying its address
 // until the caller's deadline.
 func TestOpenedDBFailsFastAfterClose(t *testing.T) {
-	nodes := startEmbedded(t, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	db, err := nodes[0].Open(ctx, "app")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE TABLE t(x)`); err != nil {
-		t.Fatal(err)
-	}
-	if err := nodes[0].Close(); err != nil {
+	node, db, ctx := oneNodeDB(t, `CREATE TABLE t(x)`)
+	if err := node.Close(); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -267,17 +276,7 @@ func TestOpenedDBFailsFastAfterClose(t *testing.T) {
 
 // Times are stored so that SQL compares and sorts them as times; a nil []byte is NULL.
 func TestTimeOrderAndNilBlob(t *testing.T) {
-	nodes := startEmbedded(t, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	db, err := nodes[0].Open(ctx, "app")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE TABLE ev(id INTEGER PRIMARY KEY, ts DATETIME, b BLOB)`); err != nil {
-		t.Fatal(err)
-	}
+	_, db, ctx := oneNodeDB(t, `CREATE TABLE ev(id INTEGER PRIMARY KEY, ts DATETIME, b BLOB)`)
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i, ts := range []time.Time{t0, t0.Add(500 * time.Millisecond), t0.Add(-time.Nanosecond)} {
 		if _, err := db.ExecContext(ctx, `INSERT INTO ev VALUES(?, ?, ?)`, i+1, ts, []byte(nil)); err != nil {
@@ -320,17 +319,7 @@ const slowSQL = `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WH
 // A statement whose caller gave up is stopped on the server (the client sends Cancel): it
 // does not go on holding the database's writer.
 func TestCancelledStatementStopsOnTheServer(t *testing.T) {
-	nodes := startEmbedded(t, 1)
-	ctx, cancelAll := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancelAll()
-	db, err := nodes[0].Open(ctx, "app")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE TABLE t(x)`); err != nil {
-		t.Fatal(err)
-	}
+	_, db, ctx := oneNodeDB(t, `CREATE TABLE t(x)`)
 	within := func(what string, d time.Duration, f func() error) {
 		t.Helper()
 		start := time.Now()
