@@ -438,6 +438,11 @@ func (n *Node) Open(ctx context.Context, name string) (*sql.DB, error) {
 		return nil, err
 	}
 	n.mu.Lock()
+	if n.ctx.Err() != nil { // Close ran meanwhile and did not see this one
+		n.mu.Unlock()
+		db.Close()
+		return nil, n.stoppedErr()
+	}
 	live := n.connectors[:0]
 	for _, c := range n.connectors {
 		if !c.Closed() {

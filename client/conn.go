@@ -194,15 +194,15 @@ func (cn *conn) readLoop(r *wire.Reader) {
 		delete(cn.pending, f.ID)
 		abandonedBegin := cn.begins[f.ID]
 		delete(cn.begins, f.ID)
-		cn.mu.Unlock()
 		if ch != nil {
-			ch <- f // buffered, never blocks
+			// Buffered, never blocks. Under the lock: a caller that gives up at this moment
+			// finds the answer in ch once it holds the lock (see roundTrip).
+			ch <- f
 		}
+		cn.mu.Unlock()
 		// else: a response nobody waits for any more (caller gave up, or fire-and-forget).
-		if abandonedBegin && f.Type == wire.TypeTxBegun {
-			if m, err := wire.Decode(f); err == nil {
-				_ = cn.send(cn.c.nextID(), &wire.Rollback{TxID: m.(*wire.TxBegun).TxID}, nil)
-			}
+		if abandonedBegin {
+			cn.rollbackBegun(f)
 		}
 	}
 }
@@ -237,6 +237,16 @@ func (cn *conn) writeLoop(w *wire.Writer) {
 			cn.fail(err)
 			return
 		}
+	}
+}
+
+// rollbackBegun rolls back the transaction f starts, if f is a TxBegun nobody waits for.
+func (cn *conn) rollbackBegun(f wire.Frame) {
+	if f.Type != wire.TypeTxBegun {
+		return
+	}
+	if m, err := wire.Decode(f); err == nil {
+		_ = cn.send(cn.c.nextID(), &wire.Rollback{TxID: m.(*wire.TxBegun).TxID}, nil)
 	}
 }
 
@@ -295,10 +305,21 @@ func (cn *conn) roundTrip(ctx context.Context, id uint64, m wire.Message) (wire.
 		if cn.pending != nil {
 			delete(cn.pending, id)
 		}
-		if _, ok := m.(*wire.Begin); ok && cn.begins != nil {
+		_, isBegin := m.(*wire.Begin)
+		if isBegin && cn.begins != nil {
 			cn.begins[id] = true
 		}
 		cn.mu.Unlock()
+		if isBegin {
+			select {
+			case f := <-ch: // answered after all, between the two checks above
+				cn.mu.Lock()
+				delete(cn.begins, id)
+				cn.mu.Unlock()
+				cn.rollbackBegun(f)
+			default:
+			}
+		}
 		// Tell the node, so that it does not start the request or interrupts it (a
 		// statement would otherwise run to its end, holding the writer or a reader).
 		_ = cn.send(cn.c.nextID(), &wire.Cancel{RequestID: id}, nil)
