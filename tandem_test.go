@@ -279,3 +279,27 @@ func TestEmbeddedPreparedStatements(t *testing.T) {
 		t.Fatalf("after the transaction: %d %v", n, err)
 	}
 }
+
+// A plaintext client of a TLS node is told that the node requires TLS, at once, instead of
+// retrying a closed connection until its deadline.
+func TestPlaintextClientOfATLSNodeIsTold(t *testing.T) {
+	dir := t.TempDir()
+	if err := tlsconfig.WriteFiles(dir, []string{"n"}, []string{"127.0.0.1"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	srv, cli, err := tandem.LoadTLS(filepath.Join(dir, "n.pem"), filepath.Join(dir, "n-key.pem"), filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := startEmbedded(t, 1, tandem.WithTLS(srv, cli))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = client.New(ctx, client.Config{Addrs: []string{nodes[0].Addr()}})
+	if err == nil || !strings.Contains(err.Error(), "requires TLS") {
+		t.Fatalf("plaintext client: %v, want an error saying the node requires TLS", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the refusal took %v", d)
+	}
+}

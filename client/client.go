@@ -126,8 +126,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			last = err // an attempt cut short by the deadline says less than the one before
 		}
 		var we *wire.Error
-		if errors.As(err, &we) && we.Code == wire.CodeUnsupportedVersion {
-			c.Close()
+		if errors.As(err, &we) && (we.Code == wire.CodeUnsupportedVersion || we.Code == wire.CodeBadRequest) {
+			c.Close() // the node answered and refused: asking again would not help
 			return nil, err
 		}
 		if attempt%len(cfg.Addrs) == len(cfg.Addrs)-1 {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tandemdb/tandem/wire"
@@ -73,6 +74,9 @@ func (cn *conn) dial(ctx context.Context) {
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+				err = fmt.Errorf("%w (the node closed the connection during the TLS handshake: does it run without TLS?)", err)
+			}
 			cn.dialErr = &connError{addr: cn.addr, err: err}
 			return
 		}

@@ -11,6 +11,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -97,6 +98,8 @@ type Server struct {
 
 	nextID atomic.Uint64 // transaction, cursor and statement ids (unique per server)
 	stats  Stats
+	// lastTLSWarning (Unix ns) rate-limits the warnings about failed TLS handshakes.
+	lastTLSWarning atomic.Int64
 }
 
 // Stats counts what the server did; read it with Snapshot.
@@ -188,6 +191,28 @@ func (s *Server) Close() error {
 	return nil
 }
 
+func plaintextPreamble(p string) bool { return p == wire.ClientPreamble || p == wire.PeerPreamble }
+
+// peekedConn reads what a bufio.Reader peeked before the rest of the connection.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// warnTLS logs a failed TLS handshake at warning level at most every 10 s (a flood of bad
+// clients must not flood the log), at debug level otherwise.
+func (s *Server) warnTLS(msg string, remote net.Addr, err error) {
+	now := time.Now().UnixNano()
+	last := s.lastTLSWarning.Load()
+	if now-last >= int64(10*time.Second) && s.lastTLSWarning.CompareAndSwap(last, now) {
+		s.cfg.Logger.Warn(msg, "remote", remote, "err", err, "note", "further ones within 10 s are logged at debug level")
+		return
+	}
+	s.cfg.Logger.Debug(msg, "remote", remote, "err", err)
+}
+
 // handshake finishes TLS, reads the preamble and hands the connection to its protocol.
 func (s *Server) handshake(raw net.Conn) {
 	handedOver := false
@@ -200,9 +225,21 @@ func (s *Server) handshake(raw net.Conn) {
 	_ = raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	conn := raw
 	if s.cfg.TLS != nil {
-		tc := tls.Server(raw, s.cfg.TLS)
+		// A plaintext Tandem client or peer would only see the connection close: tell it.
+		peeked := bufio.NewReaderSize(raw, 16)
+		if pre, err := peeked.Peek(len(wire.ClientPreamble)); err == nil && plaintextPreamble(string(pre)) {
+			s.warnTLS("a plaintext connection to a TLS node", raw.RemoteAddr(), nil)
+			if string(pre) == wire.ClientPreamble {
+				w := wire.NewWriter(raw, 0)
+				_ = w.WriteMsg(0, &wire.Error{Code: wire.CodeBadRequest,
+					Message: "this node requires TLS: connect with a certificate, its key and the CA (--tls-cert, --tls-key, --tls-ca)"})
+				_ = w.Flush()
+			}
+			return
+		}
+		tc := tls.Server(&peekedConn{Conn: raw, r: peeked}, s.cfg.TLS)
 		if err := tc.HandshakeContext(s.ctx); err != nil {
-			s.cfg.Logger.Debug("tls handshake failed", "remote", raw.RemoteAddr(), "err", err)
+			s.warnTLS("tls handshake failed", raw.RemoteAddr(), err)
 			return
 		}
 		s.stats.Handshakes.Add(1)
@@ -230,6 +267,10 @@ func (s *Server) handshake(raw net.Conn) {
 		defer s.stats.Connections.Add(-1)
 		newSession(s, conn).run()
 	default:
+		if pre[0] == 0x16 && pre[1] == 0x03 { // a TLS handshake record
+			s.warnTLS("a TLS connection to a node without TLS", raw.RemoteAddr(), nil)
+			return
+		}
 		s.cfg.Logger.Debug("unknown preamble", "remote", raw.RemoteAddr(), "preamble", fmt.Sprintf("%q", pre[:]))
 	}
 }

@@ -21,7 +21,7 @@ func addTLSFlags(fs interface {
 	return tlsFlags{
 		cert: fs.String("tls-cert", "", "PEM certificate of this node or client (enables TLS)"),
 		key:  fs.String("tls-key", "", "PEM private key for --tls-cert"),
-		ca:   fs.String("tls-ca", "", "PEM CA certificate: peers must present a certificate it signed"),
+		ca:   fs.String("tls-ca", "", "PEM CA certificate (required with --tls-cert): peers and clients must present a certificate it signed,\nand servers are checked against it"),
 	}
 }
 

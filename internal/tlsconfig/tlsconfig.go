@@ -4,8 +4,8 @@
 // One certificate serves a node both as a server (clients and peers dial it) and as a client
 // (it dials its peers), so every certificate carries both extended key usages. Keys are
 // ECDSA P-256 by default: a handshake costs well under a millisecond of CPU, where RSA-4096
-// costs several (see DESIGN.md §2). TLS 1.3 only, mutual authentication whenever a CA is
-// given, and session tickets on both sides so reconnects resume instead of doing a full
+// costs several (see DESIGN.md §2). TLS 1.3 only, mutual authentication (Load requires the
+// CA; Build without one is encryption only, for embedders that verify otherwise), and session tickets on both sides so reconnects resume instead of doing a full
 // handshake.
 package tlsconfig
 
@@ -30,7 +30,7 @@ import (
 type Files struct {
 	Cert string // certificate chain of this node
 	Key  string // private key of this node
-	CA   string // CA certificate that signs every node and client; empty: no peer verification
+	CA   string // CA certificate that signs every node and client (required)
 }
 
 // Enabled reports whether any TLS file was named.
@@ -46,6 +46,11 @@ type Configs struct {
 func Load(f Files) (Configs, error) {
 	if f.Cert == "" || f.Key == "" {
 		return Configs{}, errors.New("tls: both a certificate and a key are needed (--tls-cert, --tls-key)")
+	}
+	if f.CA == "" {
+		// Without a CA a node would accept any client and any peer, and its own dials would
+		// check no server: one node started so opens a mutual-TLS cluster to everyone.
+		return Configs{}, errors.New("tls: a CA certificate is needed too (--tls-ca): without it no peer or client could be verified")
 	}
 	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 	if err != nil {

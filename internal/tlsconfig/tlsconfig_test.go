@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -88,7 +89,12 @@ func TestLoadErrors(t *testing.T) {
 	if _, err := Load(Files{Cert: "x"}); err == nil {
 		t.Fatal("missing key accepted")
 	}
-	if _, err := Load(Files{Cert: "/nonexistent.pem", Key: "/nonexistent-key.pem"}); err == nil {
+	if _, err := Load(Files{Cert: "/nonexistent.pem", Key: "/nonexistent-key.pem", CA: "/nonexistent-ca.pem"}); err == nil {
 		t.Fatal("missing files accepted")
+	}
+	// A certificate and key without a CA: the node would accept any client and verify no
+	// server, and one node started so would open a mutual-TLS cluster to everyone.
+	if _, err := Load(Files{Cert: "n.pem", Key: "n-key.pem"}); err == nil || !strings.Contains(err.Error(), "--tls-ca") {
+		t.Fatalf("no CA: %v, want an error naming --tls-ca", err)
 	}
 }
