@@ -320,7 +320,32 @@ func (n *Node) deliver(m *raftpb.Message) error {
 			return nil
 		}
 	}
+	if m.GetType() == raftpb.MsgHeartbeat && n.lostLog(m) {
+		return nil
+	}
 	return n.raft.Step(n.ctx, m)
+}
+
+// lostLog reports (and the first time, records as this node's problem) a heartbeat whose
+// commit index is beyond this node's log. A leader sends a follower at most what the
+// follower acknowledged having: this node lost its data (a wiped or replaced directory,
+// perhaps bootstrapped anew) while its ID stayed a member. Raft would panic on it ("tocommit
+// out of range"); the node stops serving instead and says what to do.
+func (n *Node) lostLog(m *raftpb.Message) bool {
+	last, err := n.storage.LastIndex()
+	if err != nil || m.GetCommit() <= last {
+		return false
+	}
+	n.mu.Lock()
+	already := n.diverged
+	n.mu.Unlock()
+	if !already {
+		n.fail(fmt.Sprintf("node %d says this node (%d) holds the log up to index %d, but its log ends at %d: "+
+			"its data was lost or replaced while its ID stayed a member of that cluster; stop it, remove it "+
+			"(tandem cluster remove %d) and start it with a new ID and an empty data directory",
+			m.GetFrom(), n.cfg.ID, m.GetCommit(), last, n.cfg.ID))
+	}
+	return true
 }
 
 // run is the raft loop: the only goroutine that reads Ready and writes the WAL's entries.

@@ -797,3 +797,23 @@ func TestSnapshotByBytes(t *testing.T) {
 		t.Logf("node %d keeps %d bytes of log in memory (%d entries)", id, kept, count)
 	}
 }
+
+// A member whose directory was wiped and that bootstrapped anew under its old ID gets
+// heartbeats for a log it no longer has: it reports the problem instead of panicking.
+func TestWipedMemberReportsItsLostLog(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	c.proposeAll(seq("x", 0, 20))
+	c.waitConverged(seq("x", 0, 20), 1, 2, 3)
+	c.stop(3)
+	if err := os.RemoveAll(filepath.Join(c.root, "3")); err != nil {
+		t.Fatal(err)
+	}
+	c.start(3, true) // an empty directory without --join bootstraps
+	waitFor(t, 10*time.Second, "node 3 to report its lost log", func() bool {
+		st := c.node(3).Status()
+		return !st.Healthy && strings.Contains(st.Problem, "its data was lost or replaced")
+	})
+	// The others carry on.
+	c.propose("after")
+}
