@@ -303,3 +303,33 @@ func TestPlaintextClientOfATLSNodeIsTold(t *testing.T) {
 		t.Fatalf("the refusal took %v", d)
 	}
 }
+
+// A client whose certificate the node refuses (another CA) fails at once with the reason,
+// instead of retrying until its deadline.
+func TestForeignCertificateFailsFast(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	for _, d := range []string{dir, other} {
+		if err := tlsconfig.WriteFiles(d, []string{"n"}, []string{"127.0.0.1"}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, cli, err := tandem.LoadTLS(filepath.Join(dir, "n.pem"), filepath.Join(dir, "n-key.pem"), filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := startEmbedded(t, 1, tandem.WithTLS(srv, cli))
+	_, stranger, err := tandem.LoadTLS(filepath.Join(other, "n.pem"), filepath.Join(other, "n-key.pem"), filepath.Join(other, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = client.New(ctx, client.Config{Addrs: []string{nodes[0].Addr()}, TLS: stranger})
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("client of another CA: %v, want a certificate error", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the refusal took %v", d)
+	}
+}

@@ -77,6 +77,12 @@ func (cn *conn) dial(ctx context.Context) {
 			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 				err = fmt.Errorf("%w (the node closed the connection during the TLS handshake: does it run without TLS?)", err)
 			}
+			if certificateRefused(err) {
+				// Another attempt would be refused the same way: say so at once.
+				cn.dialErr = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeBadRequest,
+					Message: fmt.Sprintf("TLS with %s failed on a certificate", cn.addr)}, err)
+				return
+			}
 			cn.dialErr = &connError{addr: cn.addr, err: err}
 			return
 		}
@@ -242,6 +248,14 @@ func (cn *conn) writeLoop(w *wire.Writer) {
 			return
 		}
 	}
+}
+
+// certificateRefused reports whether a TLS handshake failed on a certificate: this side could
+// not verify the node's, or the node refused this side's (its alert).
+func certificateRefused(err error) bool {
+	var verr *tls.CertificateVerificationError
+	var alert tls.AlertError
+	return errors.As(err, &verr) || errors.As(err, &alert)
 }
 
 // rollbackBegun rolls back the transaction f starts, if f is a TxBegun nobody waits for.
