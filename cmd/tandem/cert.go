@@ -18,7 +18,7 @@ func runCert(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	out := fs.String("out", "", "directory to write the files to (required)")
 	nodes := fs.String("nodes", "n1,n2,n3,client", "comma-separated certificate names")
 	hosts := fs.String("hosts", "127.0.0.1,localhost", "comma-separated host names and IP addresses the certificates are valid for")
-	valid := fs.Duration("valid", 365*24*time.Hour, "validity period")
+	valid := fs.Duration("valid", 365*24*time.Hour, "validity period of the node and client certificates (the CA's: ten times as long, at least 10 years)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

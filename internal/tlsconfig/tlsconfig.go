@@ -170,13 +170,20 @@ func (a *Authority) Issue(name string, hosts []string, valid time.Duration) (cer
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
 }
 
+// CALifetime is how long the CA that WriteFiles makes is valid, for certificates valid for
+// valid: ten times as long and at least ten years, so that the CA does not expire with the
+// certificates it signed.
+func CALifetime(valid time.Duration) time.Duration {
+	return max(10*valid, 10*365*24*time.Hour)
+}
+
 // WriteFiles writes a CA and one certificate for each named node into dir:
 // ca.pem, ca-key.pem, and NAME.pem / NAME-key.pem. Existing files are not overwritten.
 func WriteFiles(dir string, names []string, hosts []string, valid time.Duration) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	ca, err := NewAuthority("tandem CA", valid)
+	ca, err := NewAuthority("tandem CA", CALifetime(valid))
 	if err != nil {
 		return err
 	}

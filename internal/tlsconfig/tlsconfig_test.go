@@ -2,7 +2,10 @@ package tlsconfig
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -96,5 +99,33 @@ func TestLoadErrors(t *testing.T) {
 	// server, and one node started so would open a mutual-TLS cluster to everyone.
 	if _, err := Load(Files{Cert: "n.pem", Key: "n-key.pem"}); err == nil || !strings.Contains(err.Error(), "--tls-ca") {
 		t.Fatalf("no CA: %v, want an error naming --tls-ca", err)
+	}
+}
+
+// The CA outlives the certificates it signs (it expired with them before).
+func TestCAOutlivesItsCertificates(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteFiles(dir, []string{"n"}, []string{"127.0.0.1"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	notAfter := func(name string) time.Time {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			t.Fatalf("%s: no PEM block", name)
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.NotAfter
+	}
+	ca, node := notAfter("ca.pem"), notAfter("n.pem")
+	if ca.Before(time.Now().Add(9 * 365 * 24 * time.Hour)) {
+		t.Fatalf("CA valid until %v, node certificate until %v: want the CA to last about ten years", ca, node)
 	}
 }
