@@ -56,6 +56,12 @@ func Load(f Files) (Configs, error) {
 	if err != nil {
 		return Configs{}, fmt.Errorf("tls: load key pair %s, %s: %w", f.Cert, f.Key, err)
 	}
+	// Every peer would refuse it, with a less clear message and only once it is dialled.
+	if now := time.Now(); cert.Leaf != nil && now.After(cert.Leaf.NotAfter) {
+		return Configs{}, fmt.Errorf("tls: certificate %s expired on %s", f.Cert, cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	} else if cert.Leaf != nil && now.Before(cert.Leaf.NotBefore) {
+		return Configs{}, fmt.Errorf("tls: certificate %s is not valid before %s (is this machine's clock right?)", f.Cert, cert.Leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
 	var pool *x509.CertPool
 	if f.CA != "" {
 		pem, err := os.ReadFile(f.CA)
@@ -64,7 +70,7 @@ func Load(f Files) (Configs, error) {
 		}
 		pool = x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return Configs{}, fmt.Errorf("tls: %s holds no PEM certificate", f.CA)
+			return Configs{}, fmt.Errorf("tls: %s holds no PEM certificate (a key file given as the CA?)", f.CA)
 		}
 	}
 	return Build(cert, pool), nil

@@ -129,3 +129,16 @@ func TestCAOutlivesItsCertificates(t *testing.T) {
 		t.Fatalf("CA valid until %v, node certificate until %v: want the CA to last about ten years", ca, node)
 	}
 }
+
+// An expired certificate is refused when it is loaded, not when a peer first refuses it.
+func TestLoadRefusesAnExpiredCertificate(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteFiles(dir, []string{"n"}, []string{"127.0.0.1"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	_, err := Load(Files{Cert: filepath.Join(dir, "n.pem"), Key: filepath.Join(dir, "n-key.pem"), CA: filepath.Join(dir, "ca.pem")})
+	if err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("expired certificate: %v, want an error saying it expired", err)
+	}
+}
