@@ -2,6 +2,7 @@ package tandem_test
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"path/filepath"
@@ -87,7 +88,10 @@ func TestEmbeddedCluster(t *testing.T) {
 	}
 }
 
-func TestEmbeddedMutualTLS(t *testing.T) {
+// tlsIdentity makes a CA and a certificate for 127.0.0.1 in a temporary directory and returns
+// the server and client configurations of that identity.
+func tlsIdentity(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
 	dir := t.TempDir()
 	if err := tlsconfig.WriteFiles(dir, []string{"n"}, []string{"127.0.0.1"}, time.Hour); err != nil {
 		t.Fatal(err)
@@ -96,6 +100,11 @@ func TestEmbeddedMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv, cli
+}
+
+func TestEmbeddedMutualTLS(t *testing.T) {
+	srv, cli := tlsIdentity(t)
 	nodes := startEmbedded(t, 3, tandem.WithTLS(srv, cli))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -283,19 +292,12 @@ func TestEmbeddedPreparedStatements(t *testing.T) {
 // A plaintext client of a TLS node is told that the node requires TLS, at once, instead of
 // retrying a closed connection until its deadline.
 func TestPlaintextClientOfATLSNodeIsTold(t *testing.T) {
-	dir := t.TempDir()
-	if err := tlsconfig.WriteFiles(dir, []string{"n"}, []string{"127.0.0.1"}, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	srv, cli, err := tandem.LoadTLS(filepath.Join(dir, "n.pem"), filepath.Join(dir, "n-key.pem"), filepath.Join(dir, "ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, cli := tlsIdentity(t)
 	nodes := startEmbedded(t, 1, tandem.WithTLS(srv, cli))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err = client.New(ctx, client.Config{Addrs: []string{nodes[0].Addr()}})
+	_, err := client.New(ctx, client.Config{Addrs: []string{nodes[0].Addr()}})
 	if err == nil || !strings.Contains(err.Error(), "requires TLS") {
 		t.Fatalf("plaintext client: %v, want an error saying the node requires TLS", err)
 	}
@@ -307,25 +309,13 @@ func TestPlaintextClientOfATLSNodeIsTold(t *testing.T) {
 // A client whose certificate the node refuses (another CA) fails at once with the reason,
 // instead of retrying until its deadline.
 func TestForeignCertificateFailsFast(t *testing.T) {
-	dir, other := t.TempDir(), t.TempDir()
-	for _, d := range []string{dir, other} {
-		if err := tlsconfig.WriteFiles(d, []string{"n"}, []string{"127.0.0.1"}, time.Hour); err != nil {
-			t.Fatal(err)
-		}
-	}
-	srv, cli, err := tandem.LoadTLS(filepath.Join(dir, "n.pem"), filepath.Join(dir, "n-key.pem"), filepath.Join(dir, "ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, cli := tlsIdentity(t)
 	nodes := startEmbedded(t, 1, tandem.WithTLS(srv, cli))
-	_, stranger, err := tandem.LoadTLS(filepath.Join(other, "n.pem"), filepath.Join(other, "n-key.pem"), filepath.Join(other, "ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, stranger := tlsIdentity(t) // another CA
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err = client.New(ctx, client.Config{Addrs: []string{nodes[0].Addr()}, TLS: stranger})
+	_, err := client.New(ctx, client.Config{Addrs: []string{nodes[0].Addr()}, TLS: stranger})
 	if err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("client of another CA: %v, want a certificate error", err)
 	}
