@@ -242,6 +242,9 @@ func (t *TCPTransport) runPeer(p *tcpPeer) {
 		}
 	}()
 	retiring := false
+	// A peer that stays unreachable (down, cut off, or refusing this node's certificate) is
+	// worth a warning: once a minute, the first one at the first failure.
+	var warned time.Time
 	for {
 		var m *raftpb.Message
 		if retiring {
@@ -263,7 +266,12 @@ func (t *TCPTransport) runPeer(p *tcpPeer) {
 		if conn == nil {
 			c, err := t.dial(p.ctx, p.addr, streamMessages)
 			if err != nil {
-				t.log.Debug("peer unreachable", "peer", p.id, "addr", p.addr, "err", err)
+				if time.Since(warned) >= time.Minute {
+					t.log.Warn("peer unreachable (said again at most once a minute)", "peer", p.id, "addr", p.addr, "err", err)
+					warned = time.Now()
+				} else {
+					t.log.Debug("peer unreachable", "peer", p.id, "addr", p.addr, "err", err)
+				}
 				t.snaps.ReportUnreachable(p.id)
 				drain(p.queue)
 				select {
@@ -275,6 +283,7 @@ func (t *TCPTransport) runPeer(p *tcpPeer) {
 				continue
 			}
 			conn, bw, backoff = c, bufio.NewWriterSize(c, 64<<10), minBackoff
+			warned = time.Time{}                                     // reachable again: the next failure is news
 			unwatch = context.AfterFunc(p.ctx, func() { c.Close() }) // unblocks a stalled write
 		}
 		conn.SetWriteDeadline(time.Now().Add(t.cfg.IOTimeout))

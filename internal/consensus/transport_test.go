@@ -2,12 +2,15 @@ package consensus
 
 import (
 	"bytes"
+	"context"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -212,5 +215,48 @@ func TestTCPTransportRemovedPeerGetsQueuedMessages(t *testing.T) {
 	defer snaps.mu.Unlock()
 	if snaps.unreachable == 0 {
 		t.Fatal("the message sent after RemovePeer was not reported as undeliverable")
+	}
+}
+
+// countingHandler counts the log records of one level whose message starts with a prefix.
+type countingHandler struct {
+	level  slog.Level
+	prefix string
+	n      atomic.Int64
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == h.level && strings.HasPrefix(r.Message, h.prefix) {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// A peer that stays unreachable is a warning (it was a debug line only: a learner whose
+// certificate the leader refused stayed a learner without a word), said once a minute.
+func TestTCPTransportWarnsOfAnUnreachablePeer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nowhere := l.Addr().String()
+	l.Close()
+	h := &countingHandler{level: slog.LevelWarn, prefix: "peer unreachable"}
+	tr := NewTCPTransport(TCPConfig{Addr: "127.0.0.1:1", Logger: slog.New(h)})
+	if err := tr.Start(1, func(*raftpb.Message) error { return nil }, &fakeSnaps{}); err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Stop()
+	tr.SetPeer(2, nowhere)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		tr.Send([]*raftpb.Message{{Type: raftpb.MsgHeartbeat.Enum(), To: new(uint64(2)), From: new(uint64(1))}})
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := h.n.Load(); n != 1 {
+		t.Fatalf("%d warnings about the unreachable peer in 3 s of retries, want 1", n)
 	}
 }
