@@ -8,7 +8,7 @@ STATICCHECK_VERSION := 2026.1
 
 export CGO_ENABLED := 0
 
-.PHONY: build demo test unit race e2e lint fuzz bench clean
+.PHONY: build demo test unit race e2e lint fuzz bench deploy-test clean
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/tandem
@@ -33,6 +33,11 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./e2e/
+
+# deploy/ as an operator uses it, with Docker Engine and Compose: image, three containers,
+# kill of the leader, catch-up (`make test` runs it too where a Docker daemon answers).
+deploy-test:
+	./scripts/deploy-test.sh
 
 clean:
 	rm -rf bin

@@ -20,3 +20,10 @@ go test -run '^$' -fuzz '^FuzzUnmarshal$' -fuzztime 10s ./wire/
 go test -run '^$' -fuzz '^FuzzServerFrames$' -fuzztime 15s ./server/
 echo "== short fuzz run of the changeset apply (library and direct paths)"
 go test -run '^$' -fuzz '^FuzzApplyChangeset$' -fuzztime 15s ./internal/sqlite/
+
+echo "== deploy/ with Docker: image from scratch, compose, kill of the leader, catch-up"
+if docker info >/dev/null 2>&1 && { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; }; then
+  ./scripts/deploy-test.sh
+else
+  echo "NOT RUN: no Docker daemon or Compose on this machine (make deploy-test runs it where there is one)"
+fi
