@@ -112,8 +112,8 @@ func New(dir string, opts ...Option) (*Node, error) {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
 	for _, a := range cfg.cluster {
-		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-			return nil, fmt.Errorf("tandem: cluster address %q is not HOST:PORT", a)
+		if err := client.CheckAddr(a); err != nil {
+			return nil, fmt.Errorf("tandem: cluster %w", err)
 		}
 	}
 	if (cfg.tlsServer == nil) != (cfg.tlsClient == nil) {

@@ -71,6 +71,15 @@ type Client struct {
 	next       int // rotation over cfg.Addrs when the leader is unknown
 }
 
+// CheckAddr reports whether addr is a node address (HOST:PORT with a port): one without a
+// port would only fail to connect, over and over, until the caller's deadline.
+func CheckAddr(addr string) error {
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		return fmt.Errorf("address %q is not HOST:PORT", addr)
+	}
+	return nil
+}
+
 // New returns a client for the cluster at cfg.Addrs. It connects to the first reachable node
 // (to be given a client id and to learn the leader) and fails when none answers before ctx
 // ends.
@@ -80,8 +89,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	cfg.Addrs = append([]string(nil), cfg.Addrs...)
 	for _, a := range cfg.Addrs {
-		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-			return nil, fmt.Errorf("tandem: client: address %q is not HOST:PORT", a)
+		if err := CheckAddr(a); err != nil {
+			return nil, fmt.Errorf("tandem: client: %w", err)
 		}
 	}
 	if cfg.DialTimeout <= 0 {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -45,8 +44,8 @@ func (f clientFlags) connect(ctx context.Context) (*client.Client, error) {
 		return nil, usageError{fmt.Sprintf("--timeout must be positive, not %v", *f.timeout)}
 	}
 	for _, a := range addrs {
-		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-			return nil, usageError{fmt.Sprintf("--cluster: %q is not HOST:PORT", a)}
+		if err := client.CheckAddr(a); err != nil {
+			return nil, usageError{"--cluster: " + err.Error()}
 		}
 	}
 	var tc *tls.Config
