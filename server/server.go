@@ -11,7 +11,6 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -193,13 +192,20 @@ func (s *Server) Close() error {
 
 func plaintextPreamble(p string) bool { return p == wire.ClientPreamble || p == wire.PeerPreamble }
 
-// peekedConn reads what a bufio.Reader peeked before the rest of the connection.
+// peekedConn returns the bytes read ahead before reading on from the connection itself.
 type peekedConn struct {
 	net.Conn
-	r *bufio.Reader
+	ahead []byte
 }
 
-func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *peekedConn) Read(p []byte) (int, error) {
+	if len(c.ahead) > 0 {
+		n := copy(p, c.ahead)
+		c.ahead = c.ahead[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
 
 // warnTLS logs a failed TLS handshake at warning level at most every 10 s (a flood of bad
 // clients must not flood the log), at debug level otherwise.
@@ -226,10 +232,13 @@ func (s *Server) handshake(raw net.Conn) {
 	conn := raw
 	if s.cfg.TLS != nil {
 		// A plaintext Tandem client or peer would only see the connection close: tell it.
-		peeked := bufio.NewReaderSize(raw, 16)
-		if pre, err := peeked.Peek(len(wire.ClientPreamble)); err == nil && plaintextPreamble(string(pre)) {
+		ahead := make([]byte, len(wire.ClientPreamble))
+		if _, err := io.ReadFull(raw, ahead); err != nil {
+			return
+		}
+		if plaintextPreamble(string(ahead)) {
 			s.warnTLS("a plaintext connection to a TLS node", raw.RemoteAddr(), nil)
-			if string(pre) == wire.ClientPreamble {
+			if string(ahead) == wire.ClientPreamble {
 				w := wire.NewWriter(raw, 0)
 				_ = w.WriteMsg(0, &wire.Error{Code: wire.CodeBadRequest,
 					Message: "this node requires TLS: connect with a certificate, its key and the CA (--tls-cert, --tls-key, --tls-ca)"})
@@ -237,7 +246,7 @@ func (s *Server) handshake(raw net.Conn) {
 			}
 			return
 		}
-		tc := tls.Server(&peekedConn{Conn: raw, r: peeked}, s.cfg.TLS)
+		tc := tls.Server(&peekedConn{Conn: raw, ahead: ahead}, s.cfg.TLS)
 		if err := tc.HandshakeContext(s.ctx); err != nil {
 			s.warnTLS("tls handshake failed", raw.RemoteAddr(), err)
 			return

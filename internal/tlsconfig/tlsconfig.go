@@ -5,8 +5,8 @@
 // (it dials its peers), so every certificate carries both extended key usages. Keys are
 // ECDSA P-256 by default: a handshake costs well under a millisecond of CPU, where RSA-4096
 // costs several (see DESIGN.md §2). TLS 1.3 only, mutual authentication (Load requires the
-// CA; Build without one is encryption only, for embedders that verify otherwise), and session tickets on both sides so reconnects resume instead of doing a full
-// handshake.
+// CA; Build without one is encryption only, for embedders that verify otherwise), and
+// session tickets on both sides so reconnects resume instead of doing a full handshake.
 package tlsconfig
 
 import (
@@ -62,16 +62,13 @@ func Load(f Files) (Configs, error) {
 	} else if cert.Leaf != nil && now.Before(cert.Leaf.NotBefore) {
 		return Configs{}, fmt.Errorf("tls: certificate %s is not valid before %s (is this machine's clock right?)", f.Cert, cert.Leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
-	var pool *x509.CertPool
-	if f.CA != "" {
-		pem, err := os.ReadFile(f.CA)
-		if err != nil {
-			return Configs{}, fmt.Errorf("tls: read CA: %w", err)
-		}
-		pool = x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return Configs{}, fmt.Errorf("tls: %s holds no PEM certificate (a key file given as the CA?)", f.CA)
-		}
+	pem, err := os.ReadFile(f.CA)
+	if err != nil {
+		return Configs{}, fmt.Errorf("tls: read CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return Configs{}, fmt.Errorf("tls: %s holds no PEM certificate (a key file given as the CA?)", f.CA)
 	}
 	return Build(cert, pool), nil
 }
@@ -176,10 +173,10 @@ func (a *Authority) Issue(name string, hosts []string, valid time.Duration) (cer
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
 }
 
-// CALifetime is how long the CA that WriteFiles makes is valid, for certificates valid for
+// caLifetime is how long the CA that WriteFiles makes is valid, for certificates valid for
 // valid: ten times as long and at least ten years, so that the CA does not expire with the
 // certificates it signed.
-func CALifetime(valid time.Duration) time.Duration {
+func caLifetime(valid time.Duration) time.Duration {
 	return max(10*valid, 10*365*24*time.Hour)
 }
 
@@ -189,7 +186,7 @@ func WriteFiles(dir string, names []string, hosts []string, valid time.Duration)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	ca, err := NewAuthority("tandem CA", CALifetime(valid))
+	ca, err := NewAuthority("tandem CA", caLifetime(valid))
 	if err != nil {
 		return err
 	}
