@@ -45,6 +45,9 @@ type Conn struct {
 	applyRetries int
 	// foreignKeys: opened with ForeignKeys; ApplyChangeset then needs FKNOACTION.
 	foreignKeys bool
+	// walFrames is C memory (an int32) where walHook stores the WAL's frame count after
+	// each commit; 0 until TrackWALFrames.
+	walFrames uintptr
 
 	imu  sync.Mutex // guards idb and itls against Close
 	idb  uintptr    // db while open, 0 after Close
@@ -200,6 +203,10 @@ func (c *Conn) Close() error {
 		err = errorFor(c.tls, 0, rc)
 	}
 	c.db = 0
+	if c.walFrames != 0 {
+		lib.Xsqlite3_free(c.tls, c.walFrames)
+		c.walFrames = 0
+	}
 	c.tls.Close()
 	if itls != nil {
 		itls.Close()

@@ -446,3 +446,40 @@ func TestColumnMetadata(t *testing.T) {
 		t.Fatal("BindCount/ReadOnly")
 	}
 }
+
+// TestTrackWALFrames: with TrackWALFrames, WALFrames is the WAL's frame count after each commit,
+// SQLite's automatic checkpoint no longer runs, and a checkpoint that copied everything lets
+// the next commit start the WAL again.
+func TestTrackWALFrames(t *testing.T) {
+	c := openT(t, "wal.db", OpenOptions{})
+	if err := c.TrackWALFrames(); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.WALFrames(); n != 0 {
+		t.Fatalf("%d frames before any commit", n)
+	}
+	mustExec(t, c, "CREATE TABLE t(b BLOB)")
+	first := c.WALFrames()
+	if first < 1 {
+		t.Fatalf("%d frames after a commit", first)
+	}
+	// 8 MiB in 64 KiB rows: ~2,100 frames, beyond SQLite's default autocheckpoint of 1,000,
+	// which would have started the WAL again.
+	prev := first
+	for range 128 {
+		mustExec(t, c, "INSERT INTO t VALUES(randomblob(65536))")
+		n := c.WALFrames()
+		if n <= prev {
+			t.Fatalf("WAL frames went from %d to %d: was it checkpointed?", prev, n)
+		}
+		prev = n
+	}
+	if prev < 2000 {
+		t.Fatalf("%d frames after 8 MiB of rows", prev)
+	}
+	mustExec(t, c, "PRAGMA wal_checkpoint(PASSIVE)")
+	mustExec(t, c, "INSERT INTO t VALUES(1)")
+	if n := c.WALFrames(); n >= prev || n < 1 {
+		t.Fatalf("%d frames after a complete checkpoint and a commit (before: %d)", n, prev)
+	}
+}

@@ -21,7 +21,6 @@ type applyTx struct {
 	db    *database
 	idx   uint64 // the database's own applied index inside the transaction
 	began bool
-	bytes int // changeset bytes applied in the transaction (for the checkpointer)
 }
 
 type pendingOutcome struct {
@@ -104,7 +103,6 @@ func (s *Store) Apply(ents []Entry) error {
 			return s.diverge(txs, cmd.DB, e.Index, err)
 		}
 		t.idx = e.Index
-		t.bytes += len(cmd.Changeset)
 		if mine {
 			outcomes = append(outcomes, pendingOutcome{proposalKey{cmd.ExecTerm, cmd.Seq}, applyOutcome{index: e.Index}})
 		}
@@ -153,7 +151,6 @@ func (s *Store) handOff(t *applyTx, index uint64, cmd *command) (bool, error) {
 		return false, nil
 	}
 	t.idx = index // the writer published db.applied before it answered done
-	t.db.noteApplied(len(cmd.Changeset))
 	return true, nil
 }
 
@@ -266,8 +263,8 @@ func writeAppliedIndex(st *stmtCache, index uint64) error {
 	return nil
 }
 
-// finishApply records the applied index, commits, and publishes the committed index (and
-// the bytes applied, for the checkpointer).
+// finishApply records the applied index, commits, publishes the committed index and tells
+// the checkpointer.
 func (s *Store) finishApply(t *applyTx) error {
 	if err := writeAppliedIndex(&t.db.applyStmt, t.idx); err != nil {
 		return err
@@ -277,8 +274,7 @@ func (s *Store) finishApply(t *applyTx) error {
 	}
 	t.began = false
 	t.db.applied.Store(t.idx)
-	t.db.noteApplied(t.bytes)
-	t.bytes = 0
+	t.db.noteCommitted(t.db.applyConn)
 	return nil
 }
 

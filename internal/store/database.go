@@ -56,9 +56,10 @@ type database struct {
 	preemptC        chan struct{} // apply asks the writer to give up the write lock
 
 	// Background checkpoints (checkpoint.go).
-	ckptC     chan struct{} // wakes the checkpointer
-	ckptBytes atomic.Int64  // changeset bytes applied since the last checkpoint
-	ckptDone  chan struct{} // closed when the checkpointer exits
+	ckptC       chan struct{} // wakes the checkpointer
+	ckptCommits atomic.Int64  // commits since the last checkpoint (the idle check)
+	ckptFrom    atomic.Int64  // WAL frames when the last checkpoint started (0 after a WAL restart)
+	ckptDone    chan struct{} // closed when the checkpointer exits
 
 	// Read pool.
 	poolMu     sync.Mutex
@@ -89,7 +90,7 @@ func openDatabase(s *Store, name string) (*database, error) {
 		db.cancel()
 		return nil, fmt.Errorf("store: open %s: %w", name, err)
 	}
-	if err := c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint=%d", applyAutoCheckpoint)); err != nil {
+	if err := c.TrackWALFrames(); err != nil {
 		c.Close()
 		db.cancel()
 		return nil, fmt.Errorf("store: open %s: %w", name, err)

@@ -31,6 +31,9 @@ type Options struct {
 	// gives the batch up as "outcome unknown" (default 1m). Giving up is safe: a command
 	// applies only on the database state it was executed on (see doc.go).
 	ProposalTimeout time.Duration
+	// CheckpointFrames: a commit that leaves this many frames in a database's WAL starts a
+	// background checkpoint (default 16384, 64 MiB of 4 KiB pages; see checkpoint.go).
+	CheckpointFrames int
 }
 
 // Proposer is the part of the consensus node the writer needs.
@@ -124,6 +127,9 @@ type handoff struct {
 func Open(opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, fmt.Errorf("store: Options.Dir is empty")
+	}
+	if opts.CheckpointFrames <= 0 {
+		opts.CheckpointFrames = defaultCheckpointFrames
 	}
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 1024

@@ -494,28 +494,49 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 }
 
-// TestBackgroundCheckpoint: once checkpointBytes of changesets were applied, a checkpoint runs
-// on the database's own goroutine (not in the apply's COMMIT) and copies the WAL's frames.
+// TestBackgroundCheckpoint: once a commit leaves CheckpointFrames more frames in the WAL than
+// the last checkpoint saw, a checkpoint runs on the database's own goroutine (not in the
+// COMMIT) and copies the WAL's frames; below that, none runs.
 func TestBackgroundCheckpoint(t *testing.T) {
-	f := newCluster(t, 1, nil)
+	const limit = 400
+	f := newCluster(t, 1, func(o *Options) { o.CheckpointFrames = limit })
 	s := f.leader()
 	mustExec(t, s, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)")
-	if got := s.Stats().Checkpoints; got != 0 {
-		t.Fatalf("%d checkpoints before any large write", got)
+	// 64 KiB rows: ~17 frames per commit, so that no commit alone crosses the limit.
+	for range limit / 20 {
+		mustExec(t, s, "INSERT INTO big(b) VALUES(randomblob(64*1024))")
 	}
-	for range checkpointBytes/(512<<10) + 1 {
-		mustExec(t, s, "INSERT INTO big(b) VALUES(randomblob(512*1024))")
+	time.Sleep(50 * time.Millisecond)
+	if got := s.Stats().Checkpoints; got != 0 {
+		t.Fatalf("%d checkpoints below the limit of %d frames", got, limit)
+	}
+	for range limit / 10 {
+		mustExec(t, s, "INSERT INTO big(b) VALUES(randomblob(64*1024))")
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for s.Stats().Checkpoints == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no background checkpoint after %d bytes of changesets", checkpointBytes)
+			t.Fatalf("no background checkpoint after %d frames", 3*limit)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// 2 MiB of rows span more than 500 pages of 4 KiB.
-	if st := s.Stats(); st.CheckpointFrames < 500 {
-		t.Fatalf("checkpoint copied %d frames, want at least 500: %+v", st.CheckpointFrames, st)
+	if st := s.Stats(); st.CheckpointFrames < limit {
+		t.Fatalf("checkpoint copied %d frames, want at least %d: %+v", st.CheckpointFrames, limit, st)
+	}
+}
+
+// TestInlineCheckpoint: a commit that grows the WAL by inlineCheckpointFactor times
+// CheckpointFrames checkpoints on the committing connection before the write is answered.
+func TestInlineCheckpoint(t *testing.T) {
+	const limit = 100
+	f := newCluster(t, 1, func(o *Options) { o.CheckpointFrames = limit })
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)")
+	before := s.Stats().Checkpoints
+	// 4 MiB: ~1,000 frames, more than inlineCheckpointFactor*limit.
+	mustExec(t, s, "INSERT INTO big(b) VALUES(randomblob(4*1024*1024))")
+	if st := s.Stats(); st.Checkpoints == before || st.CheckpointFrames < inlineCheckpointFactor*limit {
+		t.Fatalf("no checkpoint of the large commit when it was answered: %+v", st)
 	}
 }
 

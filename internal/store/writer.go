@@ -247,7 +247,7 @@ func (wr *writer) openConn() error {
 	}
 	// The writer commits its held transactions (the leader's apply of its own entries):
 	// like the apply connection, it leaves checkpoints to the background checkpointer.
-	if err := c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint=%d", applyAutoCheckpoint)); err != nil {
+	if err := c.TrackWALFrames(); err != nil {
 		c.Close()
 		return fmt.Errorf("store: open writer connection: %w", err)
 	}
@@ -579,6 +579,7 @@ func (wr *writer) commitHeld(h *handoff) error {
 		return fmt.Errorf("store: commit entry %d: %w", h.index, err)
 	}
 	wr.db.applied.Store(h.index) // before the clients hear of it, and before Apply goes on
+	wr.db.noteCommitted(wr.w.conn)
 	wr.s.statHeldCommits.Add(1)
 	return nil
 }
