@@ -171,14 +171,18 @@ func (r *Rows) Close() error {
 // Tx is an interactive transaction, bound to the connection to the leader that began it.
 // It is not safe for concurrent use.
 type Tx struct {
-	c    *Client
-	cn   *conn
-	id   uint64
-	db   string
-	done atomic.Bool
+	c        *Client
+	cn       *conn
+	id       uint64
+	db       string
+	readOnly bool // BeginRead
+	done     atomic.Bool
 }
 
-var errTxDone = &wire.Error{Code: wire.CodeNoSuchTx, Message: "transaction already committed or rolled back"}
+var (
+	errTxDone     = &wire.Error{Code: wire.CodeNoSuchTx, Message: "transaction already committed or rolled back"}
+	errReadOnlyTx = &wire.Error{Code: wire.CodeBadRequest, Message: "read-only transaction: Exec cannot run in it (use Query, or a transaction from Begin)"}
+)
 
 // Begin starts an interactive transaction on the leader.
 func (c *Client) Begin(ctx context.Context, db string) (*Tx, error) {
@@ -191,6 +195,27 @@ func (c *Client) Begin(ctx context.Context, db string) (*Tx, error) {
 	return &Tx{c: c, cn: cn, id: resp.(*wire.TxBegun).TxID, db: db}, nil
 }
 
+// BeginRead starts a read-only transaction: its queries all see the one state the node had
+// applied when it began, and it holds no writer, so writes go on meanwhile. opts choose that
+// state as for Query (Consistency, MinIndex) and, for Stale, the node (Node; a follower will
+// do). Exec in it fails; Commit and Rollback end it. Each query's rows come in one page.
+func (c *Client) BeginRead(ctx context.Context, db string, opts QueryOptions) (*Tx, error) {
+	rt := route{kind: toLeader}
+	if opts.Consistency == Stale {
+		rt = route{kind: toStale, addr: opts.Node}
+	}
+	resp, cn, err := c.call(ctx, rt, wire.TypeTxBegun, func(context.Context, *conn) wire.Message {
+		return &wire.BeginRead{DB: db, Consistency: opts.Consistency, MinIndex: opts.MinIndex}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Tx{c: c, cn: cn, id: resp.(*wire.TxBegun).TxID, db: db, readOnly: true}, nil
+}
+
+// ReadOnly reports whether t was started by BeginRead.
+func (t *Tx) ReadOnly() bool { return t.readOnly }
+
 // ID is the transaction's id on its connection.
 func (t *Tx) ID() uint64 { return t.id }
 
@@ -198,6 +223,9 @@ func (t *Tx) ID() uint64 { return t.id }
 func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (Result, error) {
 	if t.done.Load() {
 		return Result{}, errTxDone
+	}
+	if t.readOnly {
+		return Result{}, errReadOnlyTx
 	}
 	vs, err := toValues(args)
 	if err != nil {
@@ -234,6 +262,10 @@ func (t *Tx) Query(ctx context.Context, sql string, args ...any) (*Rows, error) 
 // leader could tell is the error ErrOutcomeUnknown: the transaction may or may not have
 // been committed.
 func (t *Tx) Commit(ctx context.Context) (Result, error) {
+	if t.readOnly {
+		// Nothing to commit: ending it is all, and a lost connection ended it already.
+		return Result{}, t.Rollback(ctx)
+	}
 	if t.done.Swap(true) {
 		return Result{}, errTxDone
 	}

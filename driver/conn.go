@@ -104,7 +104,9 @@ func (c *conn) Begin() (sqldriver.Tx, error) {
 }
 
 // BeginTx starts an interactive transaction on the leader. SQLite transactions are
-// serializable; other isolation levels are refused.
+// serializable; other isolation levels are refused. A ReadOnly transaction holds no writer:
+// it reads one snapshot, at the consistency queries would use (the DSN's, or the context's
+// from WithConsistency and WithMinIndex), on the node they would read from.
 func (c *conn) BeginTx(ctx context.Context, opts sqldriver.TxOptions) (sqldriver.Tx, error) {
 	if c.closed {
 		return nil, sqldriver.ErrBadConn
@@ -117,12 +119,13 @@ func (c *conn) BeginTx(ctx context.Context, opts sqldriver.TxOptions) (sqldriver
 	default:
 		return nil, fmt.Errorf("tandem: isolation level %s not supported (transactions are serializable)", sql.IsolationLevel(opts.Isolation))
 	}
+	var t *client.Tx
+	var err error
 	if opts.ReadOnly {
-		// A transaction holds its database's writer on the leader; one that only reads would
-		// hold it all the same, and ignoring ReadOnly would let it write.
-		return nil, errors.New("tandem: read-only transactions are not supported: read without a transaction (reads see one consistent state each), or use a read-write one")
+		t, err = c.cl.BeginRead(ctx, c.cfg.DB, c.queryOptions(ctx))
+	} else {
+		t, err = c.cl.Begin(ctx, c.cfg.DB)
 	}
-	t, err := c.cl.Begin(ctx, c.cfg.DB)
 	if err != nil {
 		return nil, err
 	}
@@ -174,13 +177,7 @@ func (c *conn) query(ctx context.Context, query string, cs *client.Stmt, args []
 	case c.tx != nil:
 		r, err = c.tx.Query(ctx, query, vals...)
 	default:
-		opts := client.QueryOptions{Consistency: c.cfg.Consistency, PageSize: c.cfg.PageSize, Node: c.cfg.Node}
-		if v, ok := ctx.Value(keyConsistency).(client.Consistency); ok {
-			opts.Consistency = v
-		}
-		if v, ok := ctx.Value(keyMinIndex).(uint64); ok {
-			opts.MinIndex = v
-		}
+		opts := c.queryOptions(ctx)
 		if cs != nil {
 			r, err = cs.Query(ctx, opts, vals...)
 		} else {
@@ -191,6 +188,18 @@ func (c *conn) query(ctx context.Context, query string, cs *client.Stmt, args []
 		return nil, err
 	}
 	return &rows{r: r, decl: r.DeclTypes(), timeout: c.cfg.Client.RequestTimeout}, nil
+}
+
+// queryOptions are the DSN's query options with the context's overrides.
+func (c *conn) queryOptions(ctx context.Context) client.QueryOptions {
+	opts := client.QueryOptions{Consistency: c.cfg.Consistency, PageSize: c.cfg.PageSize, Node: c.cfg.Node}
+	if v, ok := ctx.Value(keyConsistency).(client.Consistency); ok {
+		opts.Consistency = v
+	}
+	if v, ok := ctx.Value(keyMinIndex).(uint64); ok {
+		opts.MinIndex = v
+	}
+	return opts
 }
 
 // CheckNamedValue accepts nil, integers, floats, bool, string, []byte and time.Time,

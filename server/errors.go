@@ -50,9 +50,11 @@ func errorMsg(err error) wire.Message {
 	case errors.Is(err, store.ErrDiverged), errors.Is(err, consensus.ErrDiverged):
 		code = wire.CodeDiverged
 	case errors.Is(err, store.ErrNoSuchDatabase), errors.Is(err, store.ErrBadName), errors.Is(err, errBadArg),
-		errors.Is(err, store.ErrNotOneStatement),
+		errors.Is(err, store.ErrNotOneStatement), errors.Is(err, store.ErrReadOnlyTx),
 		errors.Is(err, consensus.ErrMembership):
 		code = wire.CodeBadRequest
+	case errors.Is(err, store.ErrTooManyReadTxs):
+		code = wire.CodeTryAgain
 	case errors.Is(err, consensus.ErrStopped), errors.Is(err, consensus.ErrRemoved),
 		errors.Is(err, context.Canceled), errors.Is(err, store.ErrClosed):
 		code = wire.CodeUnavailable

@@ -81,7 +81,7 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 	if m.TxID != 0 {
 		// Inside an interactive transaction the read sees the transaction's own writes, so
 		// it runs on the writer that the transaction owns; the rows come in one page.
-		res, err := ss.execInTx(ctx, m.TxID, sql, args)
+		res, err := ss.queryInTx(ctx, m.TxID, sql, args)
 		if err != nil {
 			return errorMsg(err)
 		}
@@ -90,32 +90,10 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 		}
 		return &wire.RowsPage{Columns: res.Columns, DeclTypes: res.DeclTypes, Rows: toWireRows(res.Rows), Done: true}
 	}
+	if answer := ss.readBarrier(ctx, m.Consistency, m.MinIndex); answer != nil {
+		return answer
+	}
 	st := ss.srv.cfg.Store
-	if err := st.Diverged(); err != nil {
-		return errorMsg(err)
-	}
-	switch m.Consistency {
-	case wire.Linearizable:
-		idx, err := ss.srv.cfg.Consensus.ReadIndex(ctx)
-		if err != nil {
-			return errorMsg(err)
-		}
-		if err := st.WaitApplied(ctx, idx); err != nil {
-			return errorMsg(err)
-		}
-	case wire.LeaderLocal:
-		if _, err := ss.srv.cfg.Consensus.LeaderReady(ctx); err != nil {
-			return errorMsg(err)
-		}
-	case wire.Stale:
-	default:
-		return &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("unknown consistency %d", m.Consistency)}
-	}
-	if m.MinIndex != 0 {
-		if err := st.WaitApplied(ctx, m.MinIndex); err != nil {
-			return errorMsg(err)
-		}
-	}
 	// The cursor may outlive this request (the client fetches later pages with Next), so the
 	// query is bound to the connection's lifetime, not to the request's context.
 	rows, err := st.Query(ss.ctx, db, sql, args)
@@ -153,6 +131,39 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 	ss.mu.Unlock()
 	page.Cursor = id
 	return page
+}
+
+// readBarrier waits until this node's state may serve a read at consistency c that must see
+// at least index minIndex. Otherwise it returns the answer to send instead: an error, or on a
+// follower, for linearizable and leader reads, a redirect.
+func (ss *session) readBarrier(ctx context.Context, c wire.Consistency, minIndex uint64) wire.Message {
+	st := ss.srv.cfg.Store
+	if err := st.Diverged(); err != nil {
+		return errorMsg(err)
+	}
+	switch c {
+	case wire.Linearizable:
+		idx, err := ss.srv.cfg.Consensus.ReadIndex(ctx)
+		if err != nil {
+			return errorMsg(err)
+		}
+		if err := st.WaitApplied(ctx, idx); err != nil {
+			return errorMsg(err)
+		}
+	case wire.LeaderLocal:
+		if _, err := ss.srv.cfg.Consensus.LeaderReady(ctx); err != nil {
+			return errorMsg(err)
+		}
+	case wire.Stale:
+	default:
+		return &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("unknown consistency %d", c)}
+	}
+	if minIndex != 0 {
+		if err := st.WaitApplied(ctx, minIndex); err != nil {
+			return errorMsg(err)
+		}
+	}
+	return nil
 }
 
 func (ss *session) next(id uint64) wire.Message {

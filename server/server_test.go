@@ -223,7 +223,7 @@ func TestUnknownFrameTypeClosesOnlyThatConnection(t *testing.T) {
 	mustExec(t, db, 10*time.Second, `CREATE TABLE t(x)`)
 	other := connect(t, node.Addr())
 
-	for _, typ := range []byte{0, 30, 99, 255} { // 30: the first type after Cancel
+	for _, typ := range []byte{0, 31, 99, 255} { // 31: the first type after BeginRead
 		bad := connect(t, node.Addr())
 		bad.alive(t, 1)
 		bad.sendRaw(t, header(9, 5, typ))

@@ -51,8 +51,18 @@ type outFrame struct {
 }
 
 type txState struct {
-	mu sync.Mutex // one statement at a time per transaction
-	tx *store.Tx
+	mu  sync.Mutex    // one statement at a time per transaction
+	tx  *store.Tx     // a transaction that may write (on the leader), or
+	rtx *store.ReadTx // a read-only one (BeginRead)
+}
+
+// end rolls back (or ends) the transaction.
+func (t *txState) end() error {
+	if t.rtx != nil {
+		t.rtx.End()
+		return nil
+	}
+	return t.tx.Rollback()
 }
 
 type stmtInfo struct{ db, sql string }
@@ -273,7 +283,7 @@ func (ss *session) cleanup() {
 	ss.mu.Unlock()
 	for _, t := range txs {
 		t.mu.Lock()
-		_ = t.tx.Rollback()
+		_ = t.end()
 		t.mu.Unlock()
 	}
 	for _, c := range curs {
@@ -303,6 +313,8 @@ func (ss *session) handle(parent context.Context, m wire.Message) wire.Message {
 		return ss.closeCursor(m.Cursor)
 	case *wire.Begin:
 		return ss.begin(ctx, m)
+	case *wire.BeginRead:
+		return ss.beginRead(ctx, m)
 	case *wire.Commit:
 		return ss.commit(ctx, m)
 	case *wire.Rollback:
@@ -442,6 +454,25 @@ func (ss *session) execInTx(ctx context.Context, txID uint64, sql string, args [
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.rtx != nil {
+		return store.Result{}, fmt.Errorf("%w: it cannot write", store.ErrReadOnlyTx)
+	}
+	return t.tx.Exec(ctx, sql, args)
+}
+
+// queryInTx runs a query inside the connection's transaction txID: on the writer that a
+// read-write transaction owns (the read sees its own writes), or on the snapshot of a
+// read-only one.
+func (ss *session) queryInTx(ctx context.Context, txID uint64, sql string, args []sqlite.Value) (store.Result, error) {
+	t, werr := ss.tx(txID)
+	if werr != nil {
+		return store.Result{}, werr
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.rtx != nil {
+		return t.rtx.Query(ctx, sql, args)
+	}
 	return t.tx.Exec(ctx, sql, args)
 }
 
@@ -484,6 +515,27 @@ func (ss *session) begin(ctx context.Context, m *wire.Begin) wire.Message {
 	return &wire.TxBegun{TxID: id}
 }
 
+// beginRead starts a read-only transaction on the state the consistency level asks for.
+func (ss *session) beginRead(ctx context.Context, m *wire.BeginRead) wire.Message {
+	if answer := ss.readBarrier(ctx, m.Consistency, m.MinIndex); answer != nil {
+		return answer
+	}
+	tx, err := ss.srv.cfg.Store.BeginRead(ctx, m.DB)
+	if err != nil {
+		return errorMsg(err)
+	}
+	id := ss.srv.nextID.Add(1)
+	ss.mu.Lock()
+	if ss.ctx.Err() != nil { // the connection ended meanwhile: cleanup already ran
+		ss.mu.Unlock()
+		tx.End()
+		return &wire.Error{Code: wire.CodeUnavailable, Message: "connection closed"}
+	}
+	ss.txs[id] = &txState{rtx: tx}
+	ss.mu.Unlock()
+	return &wire.TxBegun{TxID: id}
+}
+
 func (ss *session) takeTx(id uint64) (*txState, *wire.Error) {
 	ss.mu.Lock()
 	t, ok := ss.txs[id]
@@ -502,6 +554,10 @@ func (ss *session) commit(ctx context.Context, m *wire.Commit) wire.Message {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.rtx != nil {
+		t.rtx.End() // nothing to commit
+		return &wire.Result{}
+	}
 	res, err := t.tx.Commit(ctx, m.RequestID)
 	return resultMsg(res, err)
 }
@@ -521,7 +577,7 @@ func (ss *session) rollback(m *wire.Rollback) wire.Message {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := t.tx.Rollback(); err != nil {
+	if err := t.end(); err != nil {
 		return errorMsg(err)
 	}
 	return &wire.OK{}

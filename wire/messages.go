@@ -39,8 +39,9 @@ const (
 	TypeRedirect    MsgType = 27
 	TypeOutcome     MsgType = 28
 	TypeCancel      MsgType = 29
+	TypeBeginRead   MsgType = 30
 
-	maxType = TypeCancel
+	maxType = TypeBeginRead
 )
 
 var typeNames = [...]string{
@@ -51,7 +52,7 @@ var typeNames = [...]string{
 	TypeTxBegun: "TxBegun", TypeCommit: "Commit", TypeRollback: "Rollback", TypePrepare: "Prepare",
 	TypePrepared: "Prepared", TypeCloseStmt: "CloseStmt", TypeJoin: "Join", TypeRemove: "Remove",
 	TypeTransfer: "Transfer", TypeOK: "OK", TypeError: "Error", TypeRedirect: "Redirect",
-	TypeOutcome: "Outcome", TypeCancel: "Cancel",
+	TypeOutcome: "Outcome", TypeCancel: "Cancel", TypeBeginRead: "BeginRead",
 }
 
 // Known reports whether t is a message type of this protocol version.
@@ -135,6 +136,8 @@ func New(t MsgType) Message {
 		return new(Outcome)
 	case TypeCancel:
 		return new(Cancel)
+	case TypeBeginRead:
+		return new(BeginRead)
 	}
 	return nil
 }
@@ -413,7 +416,19 @@ type CloseCursor struct{ Cursor uint64 }
 // rolls it back).
 type Begin struct{ DB string }
 
-// TxBegun answers Begin.
+// BeginRead starts a read-only transaction, bound to this connection: its queries (Query
+// with its TxID) all see the one state the node had applied when it began, and it holds no
+// writer, so it may run on a follower (Consistency Stale). Consistency and MinIndex choose
+// that state as for a Query. Answered by TxBegun; ended by Commit or Rollback (both answer
+// as for a transaction that wrote nothing), by the connection's end, or after the node's
+// idle timeout without a query. Exec in it is refused.
+type BeginRead struct {
+	DB          string
+	Consistency Consistency
+	MinIndex    uint64
+}
+
+// TxBegun answers Begin and BeginRead.
 type TxBegun struct{ TxID uint64 }
 
 // Commit commits a transaction; answered by Result (RowsAffected summed, Index set).
@@ -566,6 +581,18 @@ func (m *Begin) Unmarshal(p []byte) error {
 	d := decoder{p: p}
 	*m = Begin{DB: d.str("db")}
 	return d.done(TypeBegin)
+}
+
+func (*BeginRead) Type() MsgType { return TypeBeginRead }
+func (m *BeginRead) MarshalAppend(b []byte) []byte {
+	b = appendString(b, m.DB)
+	b = appendU8(b, uint8(m.Consistency))
+	return appendU64(b, m.MinIndex)
+}
+func (m *BeginRead) Unmarshal(p []byte) error {
+	d := decoder{p: p}
+	*m = BeginRead{DB: d.str("db"), Consistency: Consistency(d.u8("consistency")), MinIndex: d.u64("min index")}
+	return d.done(TypeBeginRead)
 }
 
 func (*TxBegun) Type() MsgType                   { return TypeTxBegun }

@@ -38,6 +38,7 @@ func samples() []Message {
 		&Next{Cursor: 5},
 		&CloseCursor{Cursor: 5},
 		&Begin{DB: "app"},
+		&BeginRead{DB: "app", Consistency: Stale, MinIndex: 9},
 		&TxBegun{TxID: 12},
 		&Commit{TxID: 12, RequestID: 13},
 		&Outcome{DB: "app", RequestID: 14},

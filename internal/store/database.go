@@ -66,7 +66,8 @@ type database struct {
 	idle       []*readConn
 	open       int
 	poolClosed bool
-	poolFree   chan struct{} // signalled when a connection is returned
+	poolFree   chan struct{}        // signalled when a connection is returned
+	readTxs    map[*ReadTx]struct{} // open read-only transactions (ended by close)
 }
 
 func openDatabase(s *Store, name string) (*database, error) {
@@ -79,6 +80,7 @@ func openDatabase(s *Store, name string) (*database, error) {
 		preemptC:   make(chan struct{}, 1),
 		poolFree:   make(chan struct{}, 1),
 		ckptC:      make(chan struct{}, 1),
+		readTxs:    map[*ReadTx]struct{}{},
 		ckptDone:   make(chan struct{}),
 	}
 	db.ctx, db.cancel = context.WithCancel(s.ctx)
@@ -143,7 +145,14 @@ func (db *database) close() error {
 	db.poolClosed = true
 	idle := db.idle
 	db.idle = nil
+	var rtxs []*ReadTx
+	for t := range db.readTxs {
+		rtxs = append(rtxs, t)
+	}
 	db.poolMu.Unlock()
+	for _, t := range rtxs {
+		t.end(ErrClosed)
+	}
 	var errs []error
 	for _, c := range idle {
 		errs = append(errs, c.Close())

@@ -45,6 +45,12 @@ var (
 	ErrNotReadOnly = errors.New("store: a query must be read-only; send writes through Exec")
 	// ErrNotOneStatement: Query was given no statement, or several.
 	ErrNotOneStatement = errors.New("store: a query must be exactly one statement")
+	// ErrReadOnlyTx: a read-only transaction was given a statement that writes, or one that
+	// would end or nest the transaction.
+	ErrReadOnlyTx = errors.New("store: read-only transaction")
+	// ErrTooManyReadTxs: the node has as many read-only transactions open as it allows; end
+	// one, or try again later.
+	ErrTooManyReadTxs = errors.New("store: too many read-only transactions")
 )
 
 // SQLite result codes used for errors the store reports as a request's own error.

@@ -34,6 +34,9 @@ type Options struct {
 	// CheckpointFrames: a commit that leaves this many frames in a database's WAL starts a
 	// background checkpoint (default 16384, 64 MiB of 4 KiB pages; see checkpoint.go).
 	CheckpointFrames int
+	// MaxReadTxs bounds the read-only transactions open at once (default 256): each holds a
+	// SQLite connection and keeps its database's WAL from starting again at frame 1.
+	MaxReadTxs int
 }
 
 // Proposer is the part of the consensus node the writer needs.
@@ -82,6 +85,7 @@ type Store struct {
 	statCheckpoints           atomic.Uint64 // background checkpoints that copied frames
 	statCheckpointFrames      atomic.Uint64 // WAL frames those copied
 	statHeldCommits           atomic.Uint64 // own entries applied by committing the writer's transaction
+	readTxs                   atomic.Int64  // open read-only transactions (Options.MaxReadTxs)
 
 	// verifyExec (tests): the writer compares the content it executed with the content
 	// applied for its entry and records mismatches in verifyErrs.
@@ -127,6 +131,9 @@ type handoff struct {
 func Open(opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, fmt.Errorf("store: Options.Dir is empty")
+	}
+	if opts.MaxReadTxs <= 0 {
+		opts.MaxReadTxs = 256
 	}
 	if opts.CheckpointFrames <= 0 {
 		opts.CheckpointFrames = defaultCheckpointFrames

@@ -1,0 +1,182 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/sqlite"
+)
+
+// ReadTx is a read-only transaction: every query of it sees the one state of the database
+// this node had applied when it began (a SQLite read transaction, pinned at BeginRead), on a
+// connection of its own. It holds no writer and no connection of the read pool, so writes
+// and other reads go on meanwhile; what it costs is that SQLite cannot start the WAL again
+// from its first frame while it is open, so it ends after TxIdleTimeout without a query.
+type ReadTx struct {
+	db    *database
+	index uint64 // the database's applied index the snapshot holds
+
+	mu    sync.Mutex // one query at a time; guards the fields below
+	conn  *readConn  // nil once ended
+	err   error      // why it ended, for the calls after
+	timer *time.Timer
+}
+
+// BeginRead starts a read-only transaction on the node's current state of dbName. The caller
+// picks the consistency level by waiting (WaitApplied) before it calls BeginRead, as for
+// Query.
+func (s *Store) BeginRead(ctx context.Context, dbName string) (*ReadTx, error) {
+	if err := s.Diverged(); err != nil {
+		return nil, err
+	}
+	db, err := s.existing(dbName)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if n := s.readTxs.Add(1); n > int64(s.opts.MaxReadTxs) {
+		s.readTxs.Add(-1)
+		return nil, fmt.Errorf("%w: %d are open on this node", ErrTooManyReadTxs, s.opts.MaxReadTxs)
+	}
+	t, err := db.beginRead()
+	if err != nil {
+		s.readTxs.Add(-1)
+		return nil, err
+	}
+	return t, nil
+}
+
+func (db *database) beginRead() (*ReadTx, error) {
+	c, err := sqlite.Open(db.path, sqlite.OpenOptions{ReadOnly: true, BusyTimeout: busyTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("store: open read connection: %w", err)
+	}
+	t := &ReadTx{db: db, conn: &readConn{Conn: c}}
+	// BEGIN alone takes no snapshot: the first read does. Reading the applied index takes it
+	// now and tells which state it is.
+	err = c.Exec("BEGIN")
+	var rows [][]sqlite.Value
+	if err == nil {
+		rows, err = queryAll(c, "SELECT idx FROM _tandem_applied WHERE id=1")
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("store: begin read transaction: %w", err)
+	}
+	if len(rows) == 1 {
+		v, _ := rows[0][0].(int64)
+		t.index = uint64(v)
+	}
+	// Set under t.mu: the timer's end reads it (before the ReadTx is shared, but the timer
+	// may fire first).
+	t.mu.Lock()
+	t.timer = time.AfterFunc(db.s.opts.TxIdleTimeout, func() { t.end(ErrTxTimeout) })
+	t.mu.Unlock()
+	db.poolMu.Lock()
+	if db.poolClosed {
+		db.poolMu.Unlock()
+		t.mu.Lock() // not end: BeginRead gives the count back
+		t.timer.Stop()
+		t.conn, t.err = nil, ErrClosed
+		t.mu.Unlock()
+		c.Close()
+		return nil, ErrClosed
+	}
+	db.readTxs[t] = struct{}{}
+	db.poolMu.Unlock()
+	return t, nil
+}
+
+// Index is the database's applied index that the transaction's snapshot holds.
+func (t *ReadTx) Index() uint64 { return t.index }
+
+// Query runs one read-only statement in the transaction and returns all its rows (in
+// Result's Columns, DeclTypes and Rows). A statement's own failure is the error; the
+// transaction goes on.
+func (t *ReadTx) Query(ctx context.Context, sql string, args []sqlite.Value) (Result, error) {
+	switch firstKeyword(sql) {
+	case "BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE":
+		return Result{}, fmt.Errorf("%w: end a read-only transaction with Commit or Rollback", ErrReadOnlyTx)
+	case "PRAGMA":
+		if err := checkPragma(sql); err != nil {
+			return Result{}, err
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conn == nil {
+		return Result{}, t.err
+	}
+	t.timer.Reset(t.db.s.opts.TxIdleTimeout)
+	c := t.conn
+	st := c.take(sql)
+	reusable := st != nil
+	if st == nil {
+		var tail string
+		var err error
+		st, tail, err = c.Prepare(sql)
+		if err == nil && st == nil {
+			err = fmt.Errorf("%w: it is empty", ErrNotOneStatement)
+		}
+		if err == nil && !isBlank(tail) {
+			err = fmt.Errorf("%w: a query is one statement", ErrNotOneStatement)
+		}
+		if err == nil && !st.ReadOnly() {
+			err = fmt.Errorf("%w: it cannot write", ErrReadOnlyTx)
+		}
+		if err != nil {
+			if st != nil {
+				st.Close()
+			}
+			return Result{}, err
+		}
+		reusable = firstKeyword(sql) != "PRAGMA"
+	}
+	stop := c.InterruptOn(ctx)
+	defer stop()
+	var res Result
+	err := st.BindAll(args)
+	if err == nil {
+		res.Rows, err = collect(st)
+	}
+	res.Columns = make([]string, st.ColumnCount())
+	res.DeclTypes = make([]string, len(res.Columns))
+	for i := range res.Columns {
+		res.Columns[i] = st.ColumnName(i)
+		res.DeclTypes[i] = st.ColumnDeclType(i)
+	}
+	if reusable && err == nil {
+		c.keep(sql, st)
+	} else {
+		st.Close()
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	return res, nil
+}
+
+// End ends the transaction (there is nothing to commit). Ending twice is a no-op.
+func (t *ReadTx) End() {
+	t.end(ErrTxDone)
+}
+
+// end closes the connection; later calls fail with why.
+func (t *ReadTx) end(why error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conn == nil {
+		return
+	}
+	t.timer.Stop()
+	_ = t.conn.Close() // finalizes its statements too
+	t.conn, t.err = nil, why
+	t.db.s.readTxs.Add(-1)
+	t.db.poolMu.Lock()
+	delete(t.db.readTxs, t)
+	t.db.poolMu.Unlock()
+}

@@ -1,0 +1,114 @@
+package tandem_test
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"testing"
+	"time"
+
+	_ "github.com/tandemdb/tandem/driver"
+)
+
+// Read-only transactions (sql.TxOptions{ReadOnly: true}) read the snapshot of their start in
+// every query, hold no writer (a read-write transaction and autocommit writes go on
+// meanwhile), refuse writes, and with consistency=stale run on a follower.
+func TestReadOnlyTransactions(t *testing.T) {
+	nodes := startEmbedded(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db, err := nodes[0].Open(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE t(x INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO t VALUES (1), (2), (3)`); err != nil {
+		t.Fatal(err)
+	}
+	count := func(q interface {
+		QueryRowContext(context.Context, string, ...any) *sql.Row
+	}) int {
+		t.Helper()
+		var n int
+		if err := q.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	ro, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(ro); n != 3 {
+		t.Fatalf("read-only transaction sees %d rows, want 3", n)
+	}
+	// A read-write transaction starts while the read-only one is open: it holds no writer.
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	rw, err := db.BeginTx(wctx, nil) // database/sql rolls it back when wctx ends
+	if err != nil {
+		t.Fatalf("read-write transaction beside a read-only one: %v", err)
+	}
+	if _, err := rw.ExecContext(ctx, `INSERT INTO t VALUES (4)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := rw.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(ro); n != 3 {
+		t.Fatalf("read-only transaction sees %d rows after a commit, want the 3 of its start", n)
+	}
+	if _, err := ro.ExecContext(ctx, `INSERT INTO t VALUES (5)`); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("write in a read-only transaction: %v, want a read-only error", err)
+	}
+	if _, err := ro.QueryContext(ctx, `DELETE FROM t RETURNING x`); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("writing query in a read-only transaction: %v, want a read-only error", err)
+	}
+	if err := ro.Commit(); err != nil {
+		t.Fatalf("commit of a read-only transaction: %v", err)
+	}
+	if n := count(db); n != 4 {
+		t.Fatalf("%d rows after, want 4 (nothing of the refused writes)", n)
+	}
+
+	// consistency=stale: the transaction runs on the node listed (a follower).
+	_, leaderAddr, err := nodes[0].Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	follower := nodes[0].Addr()
+	for _, n := range nodes {
+		if n.Addr() != leaderAddr {
+			follower = n.Addr()
+		}
+	}
+	fdb, err := sql.Open("tandem", "tandem://"+follower+"/app?consistency=stale")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fdb.Close()
+	for count(fdb) != 4 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	fro, err := fdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only transaction on a follower: %v", err)
+	}
+	defer fro.Rollback()
+	if _, err := db.ExecContext(ctx, `INSERT INTO t VALUES (6)`); err != nil {
+		t.Fatal(err)
+	}
+	for count(fdb) != 5 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := count(fro); n != 4 {
+		t.Fatalf("follower's read-only transaction sees %d rows, want the 4 of its start", n)
+	}
+	if err := fro.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+}
