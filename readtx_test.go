@@ -91,7 +91,15 @@ func TestReadOnlyTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fdb.Close()
-	for count(fdb) != 4 {
+	// Stale reads on the follower: wait until it has applied the four rows (before, the
+	// database may not exist there yet).
+	for {
+		var n int
+		if err := fdb.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&n); err == nil && n == 4 {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("follower never had the 4 rows: %d, %v", n, err)
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	fro, err := fdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})

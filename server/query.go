@@ -81,7 +81,7 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 	if m.TxID != 0 {
 		// Inside an interactive transaction the read sees the transaction's own writes, so
 		// it runs on the writer that the transaction owns; the rows come in one page.
-		res, err := ss.queryInTx(ctx, m.TxID, sql, args)
+		res, err := ss.inTx(ctx, m.TxID, sql, args, false)
 		if err != nil {
 			return errorMsg(err)
 		}

@@ -445,32 +445,21 @@ func (ss *session) tx(id uint64) (*txState, *wire.Error) {
 	return t, nil
 }
 
-// execInTx runs one statement inside the connection's interactive transaction txID, one
-// statement of the transaction at a time.
-func (ss *session) execInTx(ctx context.Context, txID uint64, sql string, args []sqlite.Value) (store.Result, error) {
+// inTx runs one statement inside the connection's transaction txID, one statement of the
+// transaction at a time: on the writer that a read-write transaction owns (a read sees the
+// transaction's own writes), or, for a query (exec false), on the snapshot of a read-only
+// one, where Exec is refused.
+func (ss *session) inTx(ctx context.Context, txID uint64, sql string, args []sqlite.Value, exec bool) (store.Result, error) {
 	t, werr := ss.tx(txID)
 	if werr != nil {
 		return store.Result{}, werr
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.rtx != nil {
+	switch {
+	case t.rtx != nil && exec:
 		return store.Result{}, fmt.Errorf("%w: it cannot write", store.ErrReadOnlyTx)
-	}
-	return t.tx.Exec(ctx, sql, args)
-}
-
-// queryInTx runs a query inside the connection's transaction txID: on the writer that a
-// read-write transaction owns (the read sees its own writes), or on the snapshot of a
-// read-only one.
-func (ss *session) queryInTx(ctx context.Context, txID uint64, sql string, args []sqlite.Value) (store.Result, error) {
-	t, werr := ss.tx(txID)
-	if werr != nil {
-		return store.Result{}, werr
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.rtx != nil {
+	case t.rtx != nil:
 		return t.rtx.Query(ctx, sql, args)
 	}
 	return t.tx.Exec(ctx, sql, args)
@@ -488,7 +477,7 @@ func (ss *session) exec(ctx context.Context, m *wire.Exec) wire.Message {
 	ctx, cancel := withTimeoutMillis(ctx, m.TimeoutMillis)
 	defer cancel()
 	if m.TxID != 0 {
-		return resultMsg(ss.execInTx(ctx, m.TxID, sql, args))
+		return resultMsg(ss.inTx(ctx, m.TxID, sql, args, true))
 	}
 	req := store.Request{ClientID: ss.clientID, RequestID: m.RequestID, SQL: sql, Args: args}
 	if dl, ok := ctx.Deadline(); ok {
