@@ -20,9 +20,9 @@ import (
 // the checkpointer. The default is large on purpose: a checkpoint writes each page once
 // however often the WAL holds it, so rare checkpoints write less when writes revisit pages,
 // and each one syncs the database file, which stalls the Raft log's syncs on the same disk
-// (measured on 2026-12-03 with the 16-writer benchmark, a trigger at ~16,000 frames against
-// the former one at 2 MiB of changesets, ~4,000 frames: p99 11–14 ms against 18–24 ms and
-// +8% writes/s; docs/status.md).
+// (measured on 2026-12-03 with the 16-writer benchmark, 16,384 frames against the former
+// trigger of 2 MiB of changesets, ~4,000 frames: p99 9–12 ms against 18–21 ms, writes/s
+// unchanged; docs/status.md, round 16).
 const (
 	// defaultCheckpointFrames is Options.CheckpointFrames' default: 64 MiB of 4 KiB pages.
 	defaultCheckpointFrames = 16384

@@ -58,7 +58,7 @@ type database struct {
 	// Background checkpoints (checkpoint.go).
 	ckptC       chan struct{} // wakes the checkpointer
 	ckptCommits atomic.Int64  // commits since the last checkpoint (the idle check)
-	ckptFrom    atomic.Int64  // WAL frames when the last checkpoint started (0 after a WAL restart)
+	ckptFrom    atomic.Int64  // WAL frames the last checkpoint found (0 after a WAL restart)
 	ckptDone    chan struct{} // closed when the checkpointer exits
 
 	// Read pool.
