@@ -80,9 +80,10 @@ func CheckAddr(addr string) error {
 	return nil
 }
 
-// New returns a client for the cluster at cfg.Addrs. It connects to the first reachable node
-// (to be given a client id and to learn the leader) and fails when none answers before ctx
-// ends.
+// New returns a client for the cluster at cfg.Addrs. It connects to the first node that
+// answers (to be given a client id and to learn the leader), dialing the addresses in order
+// a quarter of a second apart, and fails when none answers before ctx ends, or at once when
+// every node refuses (protocol version, TLS certificate).
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	if len(cfg.Addrs) == 0 {
 		return nil, errors.New("tandem: client: no addresses")
@@ -125,25 +126,70 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	var last error
-	for attempt := 0; ; attempt++ {
-		addr := cfg.Addrs[attempt%len(cfg.Addrs)]
-		_, err := c.getConn(ctx, addr)
+	for round := 0; ; round++ {
+		err, refused := c.connectAny(ctx)
 		if err == nil {
 			return c, nil
 		}
 		if last == nil || ctx.Err() == nil {
-			last = err // an attempt cut short by the deadline says less than the one before
+			last = err // a round cut short by the deadline says less than the one before
 		}
-		var we *wire.Error
-		if errors.As(err, &we) && (we.Code == wire.CodeUnsupportedVersion || we.Code == wire.CodeBadRequest) {
-			c.Close() // the node answered and refused: asking again would not help
+		if refused {
+			c.Close() // a node answered and refused: asking again would not help
 			return nil, err
 		}
-		if attempt%len(cfg.Addrs) == len(cfg.Addrs)-1 {
-			if sleep(ctx, backoff(attempt/len(cfg.Addrs))) != nil {
-				c.Close()
-				return nil, unavailable(last)
+		if sleep(ctx, backoff(round)) != nil {
+			c.Close()
+			return nil, unavailable(last)
+		}
+	}
+}
+
+// dialStagger is how long connectAny waits for one address before it also dials the next.
+const dialStagger = 250 * time.Millisecond
+
+// connectAny connects to one of the addresses: it dials the first, and the next one each
+// dialStagger, or at once when a dial fails, until one connects (the dials still in flight
+// are then abandoned). So an address that is down or black-holed costs the others a stagger,
+// not its dial timeout. When all fail, the error is a refusal (refused true: a node answered
+// and would not have this client, so asking again would not help) if there was one, else
+// the most telling failure.
+func (c *Client) connectAny(ctx context.Context) (err error, refused bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	addrs := c.cfg.Addrs
+	results := make(chan error, len(addrs)) // buffered: a dial finishing late never blocks
+	next := time.NewTimer(0)
+	defer next.Stop()
+	started, failed := 0, 0
+	for {
+		select {
+		case <-next.C:
+			if started < len(addrs) {
+				addr := addrs[started]
+				started++
+				go func() {
+					_, err := c.getConn(ctx, addr)
+					results <- err
+				}()
+				next.Reset(dialStagger)
 			}
+		case e := <-results:
+			if e == nil {
+				return nil, false
+			}
+			failed++
+			var we *wire.Error
+			switch {
+			case errors.As(e, &we) && (we.Code == wire.CodeUnsupportedVersion || we.Code == wire.CodeBadRequest):
+				err, refused = e, true
+			case !refused && (err == nil || ctx.Err() == nil):
+				err = e
+			}
+			if failed == len(addrs) {
+				return err, refused
+			}
+			next.Reset(0)
 		}
 	}
 }

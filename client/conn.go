@@ -111,8 +111,21 @@ func (cn *conn) handshake(ctx context.Context, nc net.Conn) (wire.Welcome, *wire
 	c := cn.c
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
-		defer nc.SetDeadline(time.Time{})
 	}
+	// A dial abandoned by its caller (client.New's other addresses, once one connected) ends
+	// now rather than at its deadline. The deadline is cleared after that function, if it
+	// ran, has finished, so that a handshake that completed anyway leaves a usable connection.
+	cancelled := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		nc.SetDeadline(time.Now())
+		close(cancelled)
+	})
+	defer func() {
+		if !stop() {
+			<-cancelled
+		}
+		nc.SetDeadline(time.Time{})
+	}()
 	c.mu.Lock()
 	clientID := c.clientID
 	c.mu.Unlock()

@@ -57,3 +57,44 @@ func TestNewRefusesAnAddressWithoutPort(t *testing.T) {
 		t.Errorf("took %v", d)
 	}
 }
+
+// A first address that accepts connections and never answers (a hung process, a black-holed
+// route) does not hold client.New up for its dial timeout: the next address is dialed after a
+// short stagger and New returns once that one answers.
+func TestNewDoesNotWaitForAHungAddress(t *testing.T) {
+	hung, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close()
+	accepted := make(chan net.Conn, 16)
+	defer func() {
+		for len(accepted) > 0 {
+			(<-accepted).Close()
+		}
+	}()
+	go func() {
+		for {
+			c, err := hung.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // read nothing, answer nothing
+		}
+	}()
+	fc := newFakeCluster(t, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := New(ctx, Config{Addrs: []string{hung.Addr().String(), fc.nodes[0].Addr()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("New took %v with the first address hung (dial timeout 5s)", d)
+	}
+	if _, err := c.Exec(ctx, "app", "x"); err != nil {
+		t.Fatal(err)
+	}
+}
