@@ -3,6 +3,7 @@ package tandem_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -118,5 +119,40 @@ func TestReadOnlyTransactions(t *testing.T) {
 	}
 	if err := fro.Rollback(); err != nil {
 		t.Fatal(err)
+	}
+
+	// Rows stream in pages from the snapshot (here 2 rows a page), across a delete of them all.
+	pdb, err := sql.Open("tandem", "tandem://"+leaderAddr+"/app?page_size=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pdb.Close()
+	pro, err := pdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pro.Rollback()
+	rows, err := pro.QueryContext(ctx, `SELECT x FROM t ORDER BY x`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for rows.Next() {
+		var x int
+		if err := rows.Scan(&x); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, x)
+		if len(got) == 1 {
+			if _, err := db.ExecContext(ctx, `DELETE FROM t`); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[1 2 3 4 6]" {
+		t.Fatalf("rows of the snapshot, in pages: %v, want [1 2 3 4 6]", got)
 	}
 }

@@ -198,7 +198,7 @@ func (c *Client) Begin(ctx context.Context, db string) (*Tx, error) {
 // BeginRead starts a read-only transaction: its queries all see the one state the node had
 // applied when it began, and it holds no writer, so writes go on meanwhile. opts choose that
 // state as for Query (Consistency, MinIndex) and, for Stale, the node (Node; a follower will
-// do). Exec in it fails; Commit and Rollback end it. Each query's rows come in one page.
+// do). Exec in it fails; Commit and Rollback end it. Its queries' rows come page by page.
 func (c *Client) BeginRead(ctx context.Context, db string, opts QueryOptions) (*Tx, error) {
 	rt := route{kind: toLeader}
 	if opts.Consistency == Stale {

@@ -17,7 +17,8 @@
 // writer until it ends. Read-only ones (sql.TxOptions{ReadOnly: true}) hold no writer: their
 // queries all read the snapshot of their start, at the connection's consistency (with
 // consistency=stale, on the node stale reads go to, a follower too); writes in them fail,
-// and each query's rows come in one page (as in read-write transactions). Arguments may be nil, integers, float64,
+// and their rows stream page by page (in read-write transactions a query's rows come in one
+// page). Arguments may be nil, integers, float64,
 // bool (stored as 0/1), string, []byte (a nil slice is NULL) and time.Time (stored as RFC 3339
 // text in UTC with a nine-digit fraction, so that text order is time order); values of columns declared DATE, DATETIME or TIMESTAMP are read back as
 // time.Time. WithConsistency and WithMinIndex set a query's consistency through its context.

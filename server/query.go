@@ -79,9 +79,23 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 	ctx, cancel := withTimeoutMillis(ctx, m.TimeoutMillis)
 	defer cancel()
 	if m.TxID != 0 {
-		// Inside an interactive transaction the read sees the transaction's own writes, so
-		// it runs on the writer that the transaction owns; the rows come in one page.
-		res, err := ss.inTx(ctx, m.TxID, sql, args, false)
+		t, werr := ss.tx(m.TxID)
+		if werr != nil {
+			return werr
+		}
+		if t.rtx != nil {
+			// A read-only transaction's rows stream from its snapshot like any query's.
+			t.mu.Lock()
+			rows, err := t.rtx.Query(ss.ctx, sql, args)
+			t.mu.Unlock()
+			if err != nil {
+				return errorMsg(err)
+			}
+			return ss.firstPage(rows, m.PageSize, nil)
+		}
+		// Inside a read-write transaction the read sees the transaction's own writes, so it
+		// runs on the writer that the transaction owns; the rows come in one page.
+		res, err := ss.inTx(ctx, t, sql, args)
 		if err != nil {
 			return errorMsg(err)
 		}
@@ -93,17 +107,23 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 	if answer := ss.readBarrier(ctx, m.Consistency, m.MinIndex); answer != nil {
 		return answer
 	}
-	st := ss.srv.cfg.Store
 	// The cursor may outlive this request (the client fetches later pages with Next), so the
 	// query is bound to the connection's lifetime, not to the request's context.
-	rows, err := st.Query(ss.ctx, db, sql, args)
+	rows, err := ss.srv.cfg.Store.Query(ss.ctx, db, sql, args)
 	if isReadOnlyErr(err) {
 		return ss.writeQuery(ctx, db, sql, args, m)
 	}
 	if err != nil {
 		return errorMsg(err)
 	}
-	pageRows := int(m.PageSize)
+	return ss.firstPage(rows, m.PageSize, func() wire.Message { return ss.writeQuery(ctx, db, sql, args, m) })
+}
+
+// firstPage answers a query with the first page of rows, and keeps the rest as a cursor of
+// the connection. A query that turns out to write while its first page is read is answered
+// by writeFallback instead (the writer; nil inside a read-only transaction).
+func (ss *session) firstPage(rows *store.Rows, pageSize uint32, writeFallback func() wire.Message) wire.Message {
+	pageRows := int(pageSize)
 	if pageRows <= 0 {
 		pageRows = ss.srv.cfg.PageRows
 	}
@@ -111,8 +131,8 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 	data, done, err := c.page(pageRows, ss.srv.cfg.PageBytes)
 	if err != nil {
 		c.close()
-		if isReadOnlyErr(err) {
-			return ss.writeQuery(ctx, db, sql, args, m)
+		if writeFallback != nil && isReadOnlyErr(err) {
+			return writeFallback()
 		}
 		return errorMsg(err)
 	}

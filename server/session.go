@@ -445,22 +445,15 @@ func (ss *session) tx(id uint64) (*txState, *wire.Error) {
 	return t, nil
 }
 
-// inTx runs one statement inside the connection's transaction txID, one statement of the
-// transaction at a time: on the writer that a read-write transaction owns (a read sees the
-// transaction's own writes), or, for a query (exec false), on the snapshot of a read-only
-// one, where Exec is refused.
-func (ss *session) inTx(ctx context.Context, txID uint64, sql string, args []sqlite.Value, exec bool) (store.Result, error) {
-	t, werr := ss.tx(txID)
-	if werr != nil {
-		return store.Result{}, werr
-	}
+// inTx runs one statement inside the connection's transaction t, one statement of the
+// transaction at a time, on the writer that a read-write transaction owns (a read sees the
+// transaction's own writes). A read-only transaction refuses it: its queries go through
+// ReadTx.Query.
+func (ss *session) inTx(ctx context.Context, t *txState, sql string, args []sqlite.Value) (store.Result, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	switch {
-	case t.rtx != nil && exec:
+	if t.rtx != nil {
 		return store.Result{}, fmt.Errorf("%w: it cannot write", store.ErrReadOnlyTx)
-	case t.rtx != nil:
-		return t.rtx.Query(ctx, sql, args)
 	}
 	return t.tx.Exec(ctx, sql, args)
 }
@@ -477,7 +470,11 @@ func (ss *session) exec(ctx context.Context, m *wire.Exec) wire.Message {
 	ctx, cancel := withTimeoutMillis(ctx, m.TimeoutMillis)
 	defer cancel()
 	if m.TxID != 0 {
-		return resultMsg(ss.inTx(ctx, m.TxID, sql, args, true))
+		t, werr := ss.tx(m.TxID)
+		if werr != nil {
+			return werr
+		}
+		return resultMsg(ss.inTx(ctx, t, sql, args))
 	}
 	req := store.Request{ClientID: ss.clientID, RequestID: m.RequestID, SQL: sql, Args: args}
 	if dl, ok := ctx.Deadline(); ok {

@@ -7,13 +7,15 @@ import (
 	"github.com/tandemdb/tandem/internal/sqlite"
 )
 
-// Rows streams the result of Query. It holds a pooled read connection until Close.
+// Rows streams the result of Query (a pooled read connection, held until Close) or of
+// ReadTx.Query (the transaction's connection).
 type Rows struct {
 	Columns   []string
 	DeclTypes []string // declared types of the columns ("" for expressions)
 
 	db       *database
 	conn     *readConn
+	rtx      *ReadTx // the read-only transaction whose connection conn is, if any
 	st       *sqlite.Stmt
 	sql      string // the statement's text, its key in conn's cache when reusable
 	reusable bool
@@ -80,10 +82,23 @@ func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sql
 		return nil, err
 	}
 	r := &Rows{db: db, conn: c, sql: sql}
-	if r.st = c.take(sql); r.st != nil {
+	if err := r.open(ctx, args, ErrNotReadOnly); err != nil {
+		db.releaseRead(c)
+		return nil, err
+	}
+	return r, nil
+}
+
+// open prepares r.sql on r.conn (or takes it from the connection's cache), checks that it is
+// one read-only statement (writeErr if it writes), binds args, interrupts it when ctx ends
+// and takes the first step. On an error the statement is closed; the connection stays the
+// caller's.
+func (r *Rows) open(ctx context.Context, args []sqlite.Value, writeErr error) error {
+	c := r.conn
+	if r.st = c.take(r.sql); r.st != nil {
 		r.reusable = true
 	} else {
-		st, tail, err := c.Prepare(sql)
+		st, tail, err := c.Prepare(r.sql)
 		if err == nil && st == nil {
 			err = fmt.Errorf("%w: it is empty", ErrNotOneStatement)
 		}
@@ -91,29 +106,33 @@ func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sql
 			err = fmt.Errorf("%w: send several through Exec", ErrNotOneStatement)
 		}
 		if err == nil && !st.ReadOnly() {
-			err = ErrNotReadOnly
+			err = writeErr
 		}
 		if err != nil {
 			if st != nil {
 				st.Close()
 			}
-			db.releaseRead(c)
-			return nil, err
+			return err
 		}
 		// PRAGMAs are checked on their text each time: never reused.
-		r.st, r.reusable = st, firstKeyword(sql) != "PRAGMA"
+		r.st, r.reusable = st, firstKeyword(r.sql) != "PRAGMA"
+	}
+	fail := func(err error) error {
+		if r.stop != nil {
+			r.stop()
+			r.stop = nil
+		}
+		r.st.Close()
+		r.st = nil
+		return err
 	}
 	if err := r.st.BindAll(args); err != nil {
-		r.reusable = false
-		r.release()
-		return nil, err
+		return fail(err)
 	}
 	r.stop = c.InterruptOn(ctx)
 	ok, err := r.st.Step()
 	if err != nil {
-		r.reusable = false
-		r.Close()
-		return nil, err
+		return fail(err)
 	}
 	r.onRow, r.done = ok, !ok
 	r.Columns = make([]string, r.st.ColumnCount())
@@ -122,11 +141,22 @@ func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sql
 		r.Columns[i] = r.st.ColumnName(i)
 		r.DeclTypes[i] = r.st.ColumnDeclType(i)
 	}
-	return r, nil
+	return nil
 }
 
 // Next reads the next row into dst (len(dst) >= len(Columns)). It returns false at the end.
 func (r *Rows) Next(dst []sqlite.Value) (bool, error) {
+	if r.rtx != nil {
+		// The connection is the transaction's: one call on it at a time, and none after
+		// the transaction ended (closing the connection finalized the statement).
+		r.rtx.mu.Lock()
+		defer r.rtx.mu.Unlock()
+		if r.rtx.conn == nil {
+			r.forget()
+			return false, r.rtx.err
+		}
+		r.rtx.timer.Reset(r.db.s.opts.TxIdleTimeout)
+	}
 	if r.st == nil {
 		return false, nil
 	}
@@ -150,9 +180,16 @@ func (r *Rows) Next(dst []sqlite.Value) (bool, error) {
 	return true, nil
 }
 
-// Close releases the statement (back to the connection's cache) and the connection.
-// Closing twice is a no-op.
+// Close releases the statement (back to the connection's cache) and the connection (unless
+// it is a read-only transaction's). Closing twice is a no-op.
 func (r *Rows) Close() error {
+	if r.rtx != nil {
+		r.rtx.mu.Lock()
+		defer r.rtx.mu.Unlock()
+		if r.rtx.conn == nil {
+			r.forget()
+		}
+	}
 	if r.st == nil {
 		return nil
 	}
@@ -160,6 +197,16 @@ func (r *Rows) Close() error {
 		r.stop()
 	}
 	return r.release()
+}
+
+// forget drops the statement of a read-only transaction that has ended: closing its
+// connection finalized it.
+func (r *Rows) forget() {
+	if r.stop != nil {
+		r.stop()
+		r.stop = nil
+	}
+	r.st, r.conn = nil, nil
 }
 
 // release gives the statement and the connection back.
@@ -171,7 +218,9 @@ func (r *Rows) release() error {
 		err = r.st.Close()
 	}
 	r.st = nil
-	r.db.releaseRead(r.conn)
+	if r.rtx == nil {
+		r.db.releaseRead(r.conn)
+	}
 	r.conn = nil
 	return err
 }

@@ -94,70 +94,30 @@ func (db *database) beginRead() (*ReadTx, error) {
 // Index is the database's applied index that the transaction's snapshot holds.
 func (t *ReadTx) Index() uint64 { return t.index }
 
-// Query runs one read-only statement in the transaction and returns all its rows (in
-// Result's Columns, DeclTypes and Rows). A statement's own failure is the error; the
-// transaction goes on.
-func (t *ReadTx) Query(ctx context.Context, sql string, args []sqlite.Value) (Result, error) {
+// Query runs one read-only statement in the transaction and returns its rows, streamed from
+// the transaction's snapshot: several may be open at once, and they fail (with the reason)
+// once the transaction has ended. The statement is interrupted when ctx ends. A statement's
+// own failure is the error; the transaction goes on.
+func (t *ReadTx) Query(ctx context.Context, sql string, args []sqlite.Value) (*Rows, error) {
 	switch firstKeyword(sql) {
 	case "BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE":
-		return Result{}, fmt.Errorf("%w: end a read-only transaction with Commit or Rollback", ErrReadOnlyTx)
+		return nil, fmt.Errorf("%w: end a read-only transaction with Commit or Rollback", ErrReadOnlyTx)
 	case "PRAGMA":
 		if err := checkPragma(sql); err != nil {
-			return Result{}, err
+			return nil, err
 		}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.conn == nil {
-		return Result{}, t.err
+		return nil, t.err
 	}
 	t.timer.Reset(t.db.s.opts.TxIdleTimeout)
-	c := t.conn
-	st := c.take(sql)
-	reusable := st != nil
-	if st == nil {
-		var tail string
-		var err error
-		st, tail, err = c.Prepare(sql)
-		if err == nil && st == nil {
-			err = fmt.Errorf("%w: it is empty", ErrNotOneStatement)
-		}
-		if err == nil && !isBlank(tail) {
-			err = fmt.Errorf("%w: a query is one statement", ErrNotOneStatement)
-		}
-		if err == nil && !st.ReadOnly() {
-			err = fmt.Errorf("%w: it cannot write", ErrReadOnlyTx)
-		}
-		if err != nil {
-			if st != nil {
-				st.Close()
-			}
-			return Result{}, err
-		}
-		reusable = firstKeyword(sql) != "PRAGMA"
+	r := &Rows{db: t.db, conn: t.conn, rtx: t, sql: sql}
+	if err := r.open(ctx, args, fmt.Errorf("%w: it cannot write", ErrReadOnlyTx)); err != nil {
+		return nil, err
 	}
-	stop := c.InterruptOn(ctx)
-	defer stop()
-	var res Result
-	err := st.BindAll(args)
-	if err == nil {
-		res.Rows, err = collect(st)
-	}
-	res.Columns = make([]string, st.ColumnCount())
-	res.DeclTypes = make([]string, len(res.Columns))
-	for i := range res.Columns {
-		res.Columns[i] = st.ColumnName(i)
-		res.DeclTypes[i] = st.ColumnDeclType(i)
-	}
-	if reusable && err == nil {
-		c.keep(sql, st)
-	} else {
-		st.Close()
-	}
-	if err != nil {
-		return Result{}, err
-	}
-	return res, nil
+	return r, nil
 }
 
 // End ends the transaction (there is nothing to commit). Ending twice is a no-op.

@@ -9,13 +9,31 @@ import (
 	"github.com/tandemdb/tandem/internal/sqlite"
 )
 
+// readAll reads every row of r and closes it.
+func readAll(t *testing.T, r *Rows) [][]sqlite.Value {
+	t.Helper()
+	defer r.Close()
+	var out [][]sqlite.Value
+	for {
+		dst := make([]sqlite.Value, len(r.Columns))
+		ok, err := r.Next(dst)
+		if err != nil {
+			t.Fatalf("Next: %v", err)
+		}
+		if !ok {
+			return out
+		}
+		out = append(out, dst)
+	}
+}
+
 func readCount(t *testing.T, rt *ReadTx) int64 {
 	t.Helper()
-	res, err := rt.Query(context.Background(), "SELECT count(*) FROM t", nil)
+	r, err := rt.Query(context.Background(), "SELECT count(*) FROM t", nil)
 	if err != nil {
 		t.Fatalf("count in the read transaction: %v", err)
 	}
-	v, _ := res.Rows[0][0].(int64)
+	v, _ := readAll(t, r)[0][0].(int64)
 	return v
 }
 
@@ -81,9 +99,12 @@ func TestReadTxRefusesWrites(t *testing.T) {
 	if _, err := rt.Query(ctx, "SELECT nope FROM t", nil); !errors.As(err, &se) {
 		t.Fatalf("bad column: %v, want SQLite's error", err)
 	}
-	res, err := rt.Query(ctx, "SELECT v FROM t WHERE id = ?", []sqlite.Value{int64(1)})
-	if err != nil || len(res.Rows) != 1 || res.Rows[0][0] != "a" || res.Columns[0] != "v" {
-		t.Fatalf("query after the failures: %+v, %v", res, err)
+	r, err := rt.Query(ctx, "SELECT v FROM t WHERE id = ?", []sqlite.Value{int64(1)})
+	if err != nil {
+		t.Fatalf("query after the failures: %v", err)
+	}
+	if rows := readAll(t, r); len(rows) != 1 || rows[0][0] != "a" || r.Columns[0] != "v" {
+		t.Fatalf("query after the failures: %v, columns %v", rows, r.Columns)
 	}
 	if got := queryInt(t, s, "SELECT count(*) FROM t"); got != 1 {
 		t.Fatalf("%d rows, want 1: a refused write ran", got)
@@ -116,9 +137,11 @@ func TestReadTxLimits(t *testing.T) {
 	// Keep c busy past the idle timeout; a stays idle.
 	for range 6 {
 		time.Sleep(60 * time.Millisecond)
-		if _, err := c.Query(ctx, "SELECT count(*) FROM t", nil); err != nil {
+		r, err := c.Query(ctx, "SELECT count(*) FROM t", nil)
+		if err != nil {
 			t.Fatalf("busy transaction: %v", err)
 		}
+		readAll(t, r)
 	}
 	if _, err := a.Query(ctx, "SELECT 1", nil); !errors.Is(err, ErrTxTimeout) {
 		t.Fatalf("idle transaction: %v, want ErrTxTimeout", err)
@@ -129,5 +152,60 @@ func TestReadTxLimits(t *testing.T) {
 	f.close()
 	if _, err := c.Query(ctx, "SELECT 1", nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after the store closed: %v, want ErrClosed", err)
+	}
+}
+
+// TestReadTxCursors: the rows of a read-only transaction stream from its snapshot, several
+// cursors at once, while writes go on; a cursor left open when the transaction ends fails
+// with the reason, and closing it then is safe.
+func TestReadTxCursors(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+	mustExec(t, s, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000) INSERT INTO t(v) SELECT 'r' || x FROM c")
+	ctx := context.Background()
+	rt, err := s.BeginRead(ctx, testDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := rt.Query(ctx, "SELECT id FROM t ORDER BY id", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := rt.Query(ctx, "SELECT id FROM t ORDER BY id DESC", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, s, "DELETE FROM t WHERE id > 10") // after both began
+	dst := make([]sqlite.Value, 1)
+	for i := int64(1); i <= 1000; i++ {
+		for _, c := range []struct {
+			r    *Rows
+			want int64
+		}{{a, i}, {b, 1001 - i}} {
+			ok, err := c.r.Next(dst)
+			if err != nil || !ok || dst[0] != c.want {
+				t.Fatalf("row %d: %v %v %v, want %d", i, dst[0], ok, err, c.want)
+			}
+		}
+	}
+	if ok, err := a.Next(dst); ok || err != nil {
+		t.Fatalf("after the last row: %v %v", ok, err)
+	}
+	a.Close()
+	b.Close()
+	open, err := rt.Query(ctx, "SELECT id FROM t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.End()
+	if ok, err := open.Next(dst); ok || !errors.Is(err, ErrTxDone) {
+		t.Fatalf("cursor after End: %v %v, want ErrTxDone", ok, err)
+	}
+	if err := open.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := queryInt(t, s, "SELECT count(*) FROM t"); got != 10 {
+		t.Fatalf("%d rows outside the transaction, want 10", got)
 	}
 }
