@@ -26,9 +26,8 @@ import (
 const (
 	// defaultCheckpointFrames is Options.CheckpointFrames' default: 64 MiB of 4 KiB pages.
 	defaultCheckpointFrames = 16384
-	// checkpointIdle: a database written to less than that is checkpointed this long after
-	// its last commit, so that its WAL does not stay large while idle.
-	checkpointIdle = 2 * time.Second
+	// defaultCheckpointIdle is Options.CheckpointIdle's default.
+	defaultCheckpointIdle = 2 * time.Second
 	// inlineCheckpointFactor: a committing connection that finds this many times
 	// CheckpointFrames in the WAL checkpoints it itself (PASSIVE): a safety net that bounds
 	// the WAL when the background checkpoints fall behind.
@@ -71,10 +70,22 @@ func (db *database) checkpointLoop() {
 			c.Close()
 		}
 	}()
-	idle := time.NewTicker(checkpointIdle)
+	conn := func() bool {
+		if c == nil {
+			var err error
+			if c, err = sqlite.Open(db.path, sqlite.OpenOptions{}); err != nil {
+				db.s.log.Warn("store: open checkpoint connection", "db", db.name, "err", err)
+				c = nil
+			}
+		}
+		return c != nil
+	}
+	idle := time.NewTicker(db.s.opts.CheckpointIdle)
 	defer idle.Stop()
 	lastSeen := int64(0)
+	truncated := false // the WAL was emptied and nothing was committed since
 	for {
+		quiet := false
 		select {
 		case <-db.ctx.Done():
 			return
@@ -82,24 +93,52 @@ func (db *database) checkpointLoop() {
 		case <-idle.C:
 			// Checkpoint only a database that was written to and then stayed quiet.
 			n := db.ckptCommits.Load()
-			quiet := n == lastSeen
+			quiet = n == lastSeen
 			lastSeen = n
-			if n == 0 || !quiet {
+			if !quiet {
+				continue
+			}
+			if n == 0 {
+				// Checkpointed already; the WAL may still wait to be emptied (a reader
+				// held it, or it is the WAL the node started with).
+				if !truncated && conn() {
+					truncated = db.truncateWAL(c)
+				}
 				continue
 			}
 		}
 		db.ckptCommits.Store(0)
 		lastSeen = 0
-		if c == nil {
-			var err error
-			c, err = sqlite.Open(db.path, sqlite.OpenOptions{})
-			if err != nil {
-				db.s.log.Warn("store: open checkpoint connection", "db", db.name, "err", err)
-				continue
-			}
+		truncated = false
+		if !conn() {
+			continue
 		}
 		db.checkpoint(c)
+		if quiet {
+			truncated = db.truncateWAL(c)
+		}
 	}
+}
+
+// truncateWAL empties the WAL file of a database that stopped being written to, which SQLite
+// otherwise leaves at its largest size (up to ~CheckpointFrames pages) for as long as the
+// database stays idle: a node with many databases would keep tens of MiB each. TRUNCATE needs
+// the write lock and no reader on the WAL; the checkpointer's connection has no busy handler,
+// so when either is taken it gives up at once (SQLITE_BUSY) instead of holding writers
+// back, and the next idle round tries again. It reports whether the WAL was emptied.
+func (db *database) truncateWAL(c *sqlite.Conn) (done bool) {
+	rows, err := queryAll(c, "PRAGMA wal_checkpoint(TRUNCATE)")
+	switch {
+	case errors.Is(err, sqlite.ErrBusy):
+	case err != nil:
+		db.s.log.Warn("store: truncate the WAL", "db", db.name, "err", err)
+	case len(rows) == 1 && len(rows[0]) == 3:
+		if busy, _ := rows[0][0].(int64); busy == 0 {
+			db.ckptFrom.Store(0)
+			return true
+		}
+	}
+	return false
 }
 
 // checkpoint runs a PASSIVE checkpoint on c and notes how many frames the WAL held, from

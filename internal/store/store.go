@@ -34,6 +34,9 @@ type Options struct {
 	// CheckpointFrames: a commit that leaves this many frames in a database's WAL starts a
 	// background checkpoint (default 16384, 64 MiB of 4 KiB pages; see checkpoint.go).
 	CheckpointFrames int
+	// CheckpointIdle: a database that received no commit for about this long is checkpointed
+	// and its WAL file emptied (default 2s).
+	CheckpointIdle time.Duration
 	// MaxReadTxs bounds the read-only transactions open at once (default 256): each holds a
 	// SQLite connection and keeps its database's WAL from starting again at frame 1.
 	MaxReadTxs int
@@ -134,6 +137,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.MaxReadTxs <= 0 {
 		opts.MaxReadTxs = 256
+	}
+	if opts.CheckpointIdle <= 0 {
+		opts.CheckpointIdle = defaultCheckpointIdle
 	}
 	if opts.CheckpointFrames <= 0 {
 		opts.CheckpointFrames = defaultCheckpointFrames

@@ -675,3 +675,46 @@ func TestValueSizeLimit(t *testing.T) {
 		t.Fatalf("%d rows, want the 1 within the limit", n)
 	}
 }
+
+// TestIdleDatabaseWALTruncated: a database that stops being written to is checkpointed and
+// its WAL file emptied (SQLite would leave it at its largest size), unless a reader holds it.
+func TestIdleDatabaseWALTruncated(t *testing.T) {
+	f := newCluster(t, 1, func(o *Options) { o.CheckpointIdle = 50 * time.Millisecond })
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)")
+	for range 8 {
+		mustExec(t, s, "INSERT INTO big(b) VALUES(randomblob(256*1024))")
+	}
+	wal := filepath.Join(s.dbDir, testDB+".sqlite-wal")
+	walSize := func() int64 {
+		st, err := os.Stat(wal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Size()
+	}
+	if n := walSize(); n < 2<<20 {
+		t.Fatalf("WAL of %d bytes after 2 MiB of rows", n)
+	}
+	// A read-only transaction keeps it: truncating would need it to end.
+	rt, err := s.BeginRead(context.Background(), testDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := walSize(); n == 0 {
+		t.Fatal("WAL truncated under an open read transaction")
+	}
+	rt.End()
+	deadline := time.Now().Add(5 * time.Second)
+	for walSize() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("WAL still %d bytes after the database stayed idle", walSize())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mustExec(t, s, "INSERT INTO big(b) VALUES(x'01')") // and it is written to again
+	if got := queryInt(t, s, "SELECT count(*) FROM big"); got != 9 {
+		t.Fatalf("%d rows after the truncation, want 9", got)
+	}
+}
