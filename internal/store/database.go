@@ -389,6 +389,10 @@ func (c *readConn) keep(text string, st *sqlite.Stmt) {
 	if c.stmts == nil {
 		c.stmts = make(map[string]*sqlite.Stmt)
 	}
+	if old := c.stmts[text]; old != nil {
+		// Two cursors of a read-only transaction ran the same text at once.
+		old.Close()
+	}
 	c.stmts[text] = st
 }
 
