@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemdb/tandem"
 	_ "github.com/tandemdb/tandem/driver"
 )
 
@@ -154,5 +155,70 @@ func TestReadOnlyTransactions(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[1 2 3 4 6]" {
 		t.Fatalf("rows of the snapshot, in pages: %v, want [1 2 3 4 6]", got)
+	}
+}
+
+// A read-only transaction with consistency=stale serves a follower's snapshot when no leader
+// can be reached, prepared statements included.
+func TestReadOnlyTransactionWithoutLeader(t *testing.T) {
+	nodes := startEmbedded(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db, err := nodes[0].Open(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE t(x INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO t VALUES (1), (2), (3)`); err != nil {
+		t.Fatal(err)
+	}
+	_, leaderAddr, err := nodes[0].Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stay *tandem.Node
+	for _, n := range nodes {
+		if n.Addr() != leaderAddr && stay == nil {
+			stay = n
+		}
+	}
+	fdb, err := sql.Open("tandem", "tandem://"+stay.Addr()+"/app?consistency=stale")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fdb.Close()
+	for {
+		var n int
+		if err := fdb.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&n); err == nil && n == 3 {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("follower never had the rows: %d, %v", n, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, n := range nodes {
+		if n != stay {
+			n.Close()
+		}
+	}
+	start := time.Now()
+	ro, err := fdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only transaction on the follower left alone: %v", err)
+	}
+	defer ro.Rollback()
+	st, err := ro.PrepareContext(ctx, `SELECT count(*) FROM t WHERE x > ?`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := st.QueryRowContext(ctx, 1).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("prepared query in the transaction: %d, %v; want 2", n, err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("begin, prepare and query took %v without a leader", d)
 	}
 }
