@@ -175,7 +175,8 @@ type Tx struct {
 	cn       *conn
 	id       uint64
 	db       string
-	readOnly bool // BeginRead
+	readOnly bool   // BeginRead
+	pageSize uint32 // rows per page of its queries (BeginRead's option); 0: Config.PageSize
 	done     atomic.Bool
 }
 
@@ -198,11 +199,15 @@ func (c *Client) Begin(ctx context.Context, db string) (*Tx, error) {
 // BeginRead starts a read-only transaction: its queries all see the one state the node had
 // applied when it began, and it holds no writer, so writes go on meanwhile. opts choose that
 // state as for Query (Consistency, MinIndex) and, for Stale, the node (Node; a follower will
-// do). Exec in it fails; Commit and Rollback end it. Its queries' rows come page by page.
+// do), and opts.PageSize the rows per page of its queries. Exec in it fails; Commit and
+// Rollback end it. A node holds at most 256 at once: beyond, BeginRead fails at once with an
+// error matching ErrTryAgain.
 func (c *Client) BeginRead(ctx context.Context, db string, opts QueryOptions) (*Tx, error) {
-	rt := route{kind: toLeader}
+	// TryAgain here means the node holds as many read-only transactions as it allows: they
+	// end when their holders end them, which waiting here would not bring about.
+	rt := route{kind: toLeader, busyFinal: true}
 	if opts.Consistency == Stale {
-		rt = route{kind: toStale, addr: opts.Node}
+		rt = route{kind: toStale, addr: opts.Node, busyFinal: true}
 	}
 	resp, cn, err := c.call(ctx, rt, wire.TypeTxBegun, func(context.Context, *conn) wire.Message {
 		return &wire.BeginRead{DB: db, Consistency: opts.Consistency, MinIndex: opts.MinIndex}
@@ -210,7 +215,7 @@ func (c *Client) BeginRead(ctx context.Context, db string, opts QueryOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	return &Tx{c: c, cn: cn, id: resp.(*wire.TxBegun).TxID, db: db, readOnly: true}, nil
+	return &Tx{c: c, cn: cn, id: resp.(*wire.TxBegun).TxID, db: db, readOnly: true, pageSize: opts.PageSize}, nil
 }
 
 // ReadOnly reports whether t was started by BeginRead.
@@ -247,7 +252,11 @@ func (t *Tx) Query(ctx context.Context, sql string, args ...any) (*Rows, error) 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := t.c.pinned(ctx, t.cn, &wire.Query{DB: t.db, SQL: sql, Args: vs, TxID: t.id, PageSize: t.c.cfg.PageSize}, wire.TypeRowsPage)
+	pageSize := t.pageSize
+	if pageSize == 0 {
+		pageSize = t.c.cfg.PageSize
+	}
+	resp, err := t.c.pinned(ctx, t.cn, &wire.Query{DB: t.db, SQL: sql, Args: vs, TxID: t.id, PageSize: pageSize}, wire.TypeRowsPage)
 	if err != nil {
 		return nil, err
 	}

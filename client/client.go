@@ -357,6 +357,8 @@ type route struct {
 	kind  routeKind
 	addr  string // toNode: that node; toStale: preferred node ("" = first listed)
 	write bool   // a write carrying a request id: resent on connection loss / outcome unknown (same id)
+	// busyFinal: a TryAgain answer is returned, not retried.
+	busyFinal bool
 }
 
 type routeKind int
@@ -507,7 +509,7 @@ func (c *Client) call(ctx context.Context, rt route, want wire.MsgType, build fu
 			if !retryable(r.Code) || (r.Code == wire.CodeNotLeader && rt.kind == toNode) {
 				return nil, nil, r
 			}
-			if r.Code == wire.CodeOutcomeUnknown && !rt.write {
+			if r.Code == wire.CodeOutcomeUnknown && !rt.write || r.Code == wire.CodeTryAgain && rt.busyFinal {
 				return nil, nil, r
 			}
 			if r.Code == wire.CodeNotLeader && rt.kind == toLeader {

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"sync"
@@ -724,4 +725,58 @@ func TestAbandonedBeginIsRolledBack(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// BeginRead: the transaction's queries ask for the page size BeginRead was given, and a node
+// at its limit of read-only transactions (TryAgain) is answered at once, not retried until
+// the deadline.
+func TestBeginReadOptions(t *testing.T) {
+	fc := newFakeCluster(t, 1, nil)
+	c := fc.client(t, func(cfg *Config) { cfg.PageSize = 100 })
+	var mu sync.Mutex
+	var pageSizes []uint32
+	full := false
+	fc.nodes[0].setHook(func(conn *wiretest.Conn, id uint64, m wire.Message) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		switch m := m.(type) {
+		case *wire.BeginRead:
+			if full {
+				conn.Reply(id, &wire.Error{Code: wire.CodeTryAgain, Message: "too many read-only transactions"})
+			} else {
+				conn.Reply(id, &wire.TxBegun{TxID: 7})
+			}
+			return true
+		case *wire.Query:
+			pageSizes = append(pageSizes, m.PageSize)
+			conn.Reply(id, &wire.RowsPage{Columns: []string{"x"}, Done: true})
+			return true
+		}
+		return false
+	})
+	ctx := context.Background()
+	for _, want := range []uint32{2, 0} {
+		tx, err := c.BeginRead(ctx, "app", QueryOptions{Consistency: Stale, PageSize: want})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := tx.Query(ctx, "SELECT 1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+	}
+	mu.Lock()
+	if fmt.Sprint(pageSizes) != "[2 100]" {
+		t.Errorf("page sizes asked: %v, want [2 100] (the option, then Config.PageSize)", pageSizes)
+	}
+	full = true
+	mu.Unlock()
+	start := time.Now()
+	if _, err := c.BeginRead(ctx, "app", QueryOptions{}); !errors.Is(err, ErrTryAgain) {
+		t.Fatalf("BeginRead at the limit: %v, want ErrTryAgain", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("BeginRead at the limit took %v: retried", d)
+	}
 }

@@ -72,10 +72,8 @@ func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sql
 	if err != nil {
 		return nil, err
 	}
-	if firstKeyword(sql) == "PRAGMA" {
-		if err := checkPragma(sql); err != nil {
-			return nil, err
-		}
+	if err := checkRead(sql); err != nil {
+		return nil, err
 	}
 	c, err := db.acquireRead(ctx)
 	if err != nil {
@@ -87,6 +85,19 @@ func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sql
 		return nil, err
 	}
 	return r, nil
+}
+
+// checkRead refuses what a read may not run although SQLite counts it as read-only: ATTACH
+// (it would open any file the node can read, other databases of the node included) and
+// DETACH, and the pragmas checkPragma refuses. It runs before the statement is prepared.
+func checkRead(sql string) error {
+	switch kw := firstKeyword(sql); kw {
+	case "ATTACH", "DETACH":
+		return requestError(codeError, "tandem: "+kw+" is not allowed")
+	case "PRAGMA":
+		return checkPragma(sql)
+	}
+	return nil
 }
 
 // open prepares r.sql on r.conn (or takes it from the connection's cache), checks that it is

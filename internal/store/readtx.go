@@ -102,10 +102,9 @@ func (t *ReadTx) Query(ctx context.Context, sql string, args []sqlite.Value) (*R
 	switch firstKeyword(sql) {
 	case "BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE":
 		return nil, fmt.Errorf("%w: end a read-only transaction with Commit or Rollback", ErrReadOnlyTx)
-	case "PRAGMA":
-		if err := checkPragma(sql); err != nil {
-			return nil, err
-		}
+	}
+	if err := checkRead(sql); err != nil {
+		return nil, err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -114,7 +113,7 @@ func (t *ReadTx) Query(ctx context.Context, sql string, args []sqlite.Value) (*R
 	}
 	t.timer.Reset(t.db.s.opts.TxIdleTimeout)
 	r := &Rows{db: t.db, conn: t.conn, rtx: t, sql: sql}
-	if err := r.open(ctx, args, fmt.Errorf("%w: it cannot write", ErrReadOnlyTx)); err != nil {
+	if err := r.open(ctx, args, fmt.Errorf("%w: SQLite counts this statement as one that may write", ErrReadOnlyTx)); err != nil {
 		return nil, err
 	}
 	return r, nil

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,6 +94,15 @@ func TestReadTxRefusesWrites(t *testing.T) {
 	for _, q := range []string{"INSERT INTO t(v) VALUES('x')", "DELETE FROM t", "COMMIT", "BEGIN", "ROLLBACK", "SAVEPOINT a"} {
 		if _, err := rt.Query(ctx, q, nil); !errors.Is(err, ErrReadOnlyTx) {
 			t.Errorf("%s: %v, want ErrReadOnlyTx", q, err)
+		}
+	}
+	// SQLite counts these as read-only; ATTACH would open any file the node can read.
+	for _, q := range []string{"ATTACH DATABASE ':memory:' AS m", "/* x */ attach 'x.db' AS m", "DETACH m"} {
+		if _, err := rt.Query(ctx, q, nil); err == nil || !strings.Contains(err.Error(), "is not allowed") {
+			t.Errorf("%s in a read-only transaction: %v, want it refused", q, err)
+		}
+		if _, err := s.Query(ctx, testDB, q, nil); err == nil || !strings.Contains(err.Error(), "is not allowed") {
+			t.Errorf("%s as a query: %v, want it refused", q, err)
 		}
 	}
 	var se *sqlite.Error
