@@ -129,8 +129,9 @@ func readApplied(c *sqlite.Conn) (uint64, error) {
 	return uint64(v), nil
 }
 
-// close stops the writer (failing what it holds) and closes every connection.
-func (db *database) close() error {
+// close stops the writer (failing what it holds) and closes every connection; open read-only
+// transactions end with why.
+func (db *database) close(why error) error {
 	db.wmu.Lock()
 	db.closing = true
 	started := db.started
@@ -151,7 +152,7 @@ func (db *database) close() error {
 	}
 	db.poolMu.Unlock()
 	for _, t := range rtxs {
-		t.end(ErrClosed)
+		t.end(why)
 	}
 	var errs []error
 	for _, c := range idle {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/tandemdb/tandem/internal/sqlite"
 )
@@ -52,6 +53,9 @@ var (
 	// one, or try again later.
 	ErrTooManyReadTxs = errors.New("store: too many read-only transactions")
 )
+
+// errReplaced ends the read-only transactions of a node that installs a snapshot.
+var errReplaced = fmt.Errorf("%w: this node had fallen behind and replaced its databases with a snapshot from the leader; begin the transaction again", ErrClosed)
 
 // SQLite result codes used for errors the store reports as a request's own error.
 const (

@@ -116,7 +116,7 @@ func (s *Store) RestoreSnapshot(dir string, index uint64) error {
 	if err := writeFileAtomic(filepath.Join(s.opts.Dir, restoringFile), nil); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	if err := s.closeDatabases(); err != nil {
+	if err := s.closeDatabases(errReplaced); err != nil {
 		s.log.Warn("store: closing databases before a restore", "err", err)
 	}
 	existing, err := s.listFiles(s.dbDir)
@@ -156,7 +156,7 @@ func (s *Store) RestoreSnapshot(dir string, index uint64) error {
 		db, err := openDatabase(s, name)
 		if err != nil {
 			for _, d := range opened {
-				d.close()
+				d.close(ErrClosed)
 			}
 			return err
 		}

@@ -174,7 +174,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	if err := s.openAll(); err != nil {
-		s.closeDatabases()
+		s.closeDatabases(ErrClosed)
 		s.cancel()
 		return nil, err
 	}
@@ -273,17 +273,19 @@ func (s *Store) Close() error {
 	s.appliedC = make(chan struct{})
 	s.mu.Unlock()
 	s.cancel()
-	return s.closeDatabases()
+	return s.closeDatabases(ErrClosed)
 }
 
-func (s *Store) closeDatabases() error {
+// closeDatabases closes every database; why is what their open read-only transactions
+// answer from then on.
+func (s *Store) closeDatabases(why error) error {
 	s.mu.Lock()
 	dbs := s.dbs
 	s.dbs = map[string]*database{}
 	s.mu.Unlock()
 	var firstErr error
 	for _, db := range dbs {
-		if err := db.close(); err != nil && firstErr == nil {
+		if err := db.close(why); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}

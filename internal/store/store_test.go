@@ -453,8 +453,16 @@ func TestSnapshotRestore(t *testing.T) {
 	if err := fresh.Apply([]Entry{{Index: 1, Term: 1, Data: encodeCommand(nil, &command{DB: "stray", DDL: []string{"CREATE TABLE x(a)"}, ExecTerm: 1})}}); err != nil {
 		t.Fatal(err)
 	}
+	rt, err := fresh.BeginRead(context.Background(), "stray")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := fresh.RestoreSnapshot(snap, index); err != nil {
 		t.Fatal(err)
+	}
+	// A read-only transaction open across the restore ends, saying why.
+	if _, err := rt.Query(context.Background(), "SELECT 1", nil); !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "snapshot") {
+		t.Fatalf("read-only transaction after the restore: %v, want ErrClosed naming the snapshot", err)
 	}
 	if fresh.AppliedIndex() != index {
 		t.Fatalf("applied %d, want %d", fresh.AppliedIndex(), index)
