@@ -19,6 +19,7 @@ type config struct {
 	logger        *slog.Logger
 	snapshotEvery uint64
 	tick          time.Duration
+	txIdle        time.Duration
 }
 
 // WithAddress sets the address the node listens on for clients and peers (default
@@ -50,6 +51,11 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 
 // WithSnapshotEvery sets how many applied entries pass between snapshots (default 10000).
 func WithSnapshotEvery(n uint64) Option { return func(c *config) { c.snapshotEvery = n } }
+
+// WithTxIdleTimeout sets how long a transaction may stay without a statement before the node
+// ends it (default 30s): a read-write one holds its database's writer meanwhile, a read-only
+// one its snapshot (which keeps the SQLite WAL from being started again).
+func WithTxIdleTimeout(d time.Duration) Option { return func(c *config) { c.txIdle = d } }
 
 // WithTickInterval sets the Raft tick (default 100ms; election after 10 ticks).
 func WithTickInterval(d time.Duration) Option { return func(c *config) { c.tick = d } }

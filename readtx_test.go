@@ -222,3 +222,34 @@ func TestReadOnlyTransactionWithoutLeader(t *testing.T) {
 		t.Fatalf("begin, prepare and query took %v without a leader", d)
 	}
 }
+
+// WithTxIdleTimeout: transactions, read-only or not, end after that long without a statement.
+func TestTxIdleTimeoutOption(t *testing.T) {
+	nodes := startEmbedded(t, 1, tandem.WithTxIdleTimeout(200*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db, err := nodes[0].Open(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE t(x INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, ro := range []bool{true, false} {
+		tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: ro})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(600 * time.Millisecond)
+		err = tx.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&n)
+		if err == nil || !strings.Contains(err.Error(), "timed out") {
+			t.Fatalf("read-only %v: query after 600 ms idle: %v, want a transaction timeout", ro, err)
+		}
+		tx.Rollback()
+	}
+}

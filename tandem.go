@@ -180,7 +180,8 @@ func New(dir string, opts ...Option) (*Node, error) {
 	n.ctx, n.stop = context.WithCancel(context.Background())
 
 	prop := &lazyProposer{}
-	n.st, err = store.Open(store.Options{Dir: filepath.Join(dir, "data"), NodeID: id, Logger: n.log, Proposer: prop})
+	n.st, err = store.Open(store.Options{Dir: filepath.Join(dir, "data"), NodeID: id, Logger: n.log, Proposer: prop,
+		TxIdleTimeout: cfg.txIdle})
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("tandem: open store: %w", err)

@@ -65,6 +65,7 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"demo", "--rows", "0"}, "--rows must be at least 1"},
 		{[]string{"node", "oops", "--id", "1", "--data", "x"}, "unexpected arguments: oops"},
 		{[]string{"node", "--id", "1", "--data", "x", "extra"}, "unexpected arguments: extra"},
+		{[]string{"node", "--id", "1", "--data", "x", "--tx-idle-timeout", "0s"}, "--tx-idle-timeout must be positive"},
 		{[]string{"cert", "--out", "x", "--valid", "-1h"}, "--valid must be positive"},
 		{[]string{"sql", "--timeout", "0s", "SELECT 1"}, "--timeout must be positive"},
 		{[]string{"cluster", "list", "--timeout", "-5s"}, "--timeout must be positive"},

@@ -40,6 +40,7 @@ func runNode(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 	data := fs.String("data", "", "data directory (required)")
 	join := fs.String("join", "", "comma-separated addresses of existing cluster nodes to join")
 	snapEvery := fs.Uint64("snapshot-every", 10000, "applied entries between snapshots (log compaction)")
+	txIdle := fs.Duration("tx-idle-timeout", 30*time.Second, "how long a transaction may stay without a statement before the node ends it")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	tf := addTLSFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -54,12 +55,16 @@ func runNode(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 	if *data == "" {
 		return usageError{"--data is required"}
 	}
+	if *txIdle <= 0 {
+		return usageError{"--tx-idle-timeout must be positive"}
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return usageError{fmt.Sprintf("--log-level: %v", err)}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	opts := []tandem.Option{tandem.WithID(*id), tandem.WithAddress(*addr), tandem.WithLogger(logger), tandem.WithSnapshotEvery(*snapEvery)}
+	opts := []tandem.Option{tandem.WithID(*id), tandem.WithAddress(*addr), tandem.WithLogger(logger), tandem.WithSnapshotEvery(*snapEvery),
+		tandem.WithTxIdleTimeout(*txIdle)}
 	if *advertise != "" {
 		opts = append(opts, tandem.WithAdvertise(*advertise))
 	}
