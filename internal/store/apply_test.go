@@ -39,7 +39,7 @@ func TestApplyTrimsRequestRecordsByTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Entry 4 is 3/4 of the retention after entry 1: nothing trimmed yet, whatever the ids.
-	if n := queryInt(t, s, "SELECT count(*) FROM _tandem_requests"); n != 4*101 {
+	if n := internalInt(t, s, "SELECT count(*) FROM _tandem_requests"); n != 4*101 {
 		t.Fatalf("%d records after 4 entries, want %d", n, 4*101)
 	}
 	if err := s.Apply(ents[4:]); err != nil {
@@ -47,10 +47,10 @@ func TestApplyTrimsRequestRecordsByTime(t *testing.T) {
 	}
 	// Entry 6 is at t0 + 5/4 retention: entry 1's records (t0) are older than the retention,
 	// entry 2's (t0 + retention/4) are exactly at its edge and stay.
-	if n := queryInt(t, s, "SELECT count(*) FROM _tandem_requests"); n != 5*101 {
+	if n := internalInt(t, s, "SELECT count(*) FROM _tandem_requests"); n != 5*101 {
 		t.Fatalf("%d records after 6 entries, want %d", n, 5*101)
 	}
-	if n := queryInt(t, s, "SELECT min(request_id) FROM _tandem_requests WHERE client_id = 5"); n != 101 {
+	if n := internalInt(t, s, "SELECT min(request_id) FROM _tandem_requests WHERE client_id = 5"); n != 101 {
 		t.Fatalf("oldest kept request %d, want 101", n)
 	}
 	if s.AppliedIndex() != 6 {

@@ -357,10 +357,78 @@ func checkStatement(text string) error {
 	case "ATTACH", "DETACH", "VACUUM":
 		return requestError(codeError, "tandem: "+kw+" is not allowed")
 	}
-	if containsFold(text, "_tandem_") {
-		return requestError(codeError, "tandem: names starting with _tandem_ are reserved")
+	if namesReserved(text) {
+		return errReservedName
 	}
 	return nil
+}
+
+var errReservedName = requestError(codeError, "tandem: names starting with _tandem_ are reserved (Tandem's own tables)")
+
+// reservedPrefix starts the names of the store's own tables (applied index, request records).
+const reservedPrefix = "_tandem_"
+
+// namesReserved reports whether a token of text names something reserved: an identifier,
+// a quoted identifier ("...", `...`, [...]) or a string literal whose content starts with
+// _tandem_ (in any case). String literals count because SQLite takes one for a name where a
+// name is expected (SELECT * FROM '_tandem_requests'); a value that merely contains the
+// prefix elsewhere ('a_tandem_b'), comments and the rest of the text do not.
+func namesReserved(text string) bool {
+	reserved := func(name string) bool {
+		return len(name) >= len(reservedPrefix) && strings.EqualFold(name[:len(reservedPrefix)], reservedPrefix)
+	}
+	for i := 0; i < len(text); {
+		switch c := text[i]; {
+		case c == '-' && strings.HasPrefix(text[i:], "--"):
+			j := strings.IndexByte(text[i:], '\n')
+			if j < 0 {
+				return false
+			}
+			i += j + 1
+		case c == '/' && strings.HasPrefix(text[i:], "/*"):
+			j := strings.Index(text[i+2:], "*/")
+			if j < 0 {
+				return false
+			}
+			i += j + 4
+		case c == '\'' || c == '"' || c == '`' || c == '[':
+			closing := c
+			if c == '[' {
+				closing = ']'
+			}
+			j := i + 1
+			for j < len(text) {
+				if text[j] == closing {
+					if closing != ']' && j+1 < len(text) && text[j+1] == closing {
+						j += 2 // a doubled quote inside
+						continue
+					}
+					break
+				}
+				j++
+			}
+			if reserved(text[i+1 : min(j, len(text))]) {
+				return true
+			}
+			i = j + 1
+		case isNameByte(c):
+			j := i
+			for j < len(text) && isNameByte(text[j]) {
+				j++
+			}
+			if reserved(text[i:j]) {
+				return true
+			}
+			i = j
+		default:
+			i++
+		}
+	}
+	return false
+}
+
+func isNameByte(c byte) bool {
+	return c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
 }
 
 // Pragmas a request may run. Introspection pragmas may take an argument (a table name);
@@ -447,10 +515,6 @@ func skipSpaceAndComments(s string) string {
 
 // isBlank reports whether s holds only white space, comments and semicolons.
 func isBlank(s string) bool { return skipSpaceAndComments(s) == "" }
-
-func containsFold(s, sub string) bool {
-	return strings.Contains(strings.ToLower(s), sub)
-}
 
 // schemaObj is one row of sqlite_schema.
 type schemaObj struct {

@@ -89,13 +89,17 @@ func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sql
 
 // checkRead refuses what a read may not run although SQLite counts it as read-only: ATTACH
 // (it would open any file the node can read, other databases of the node included) and
-// DETACH, and the pragmas checkPragma refuses. It runs before the statement is prepared.
+// DETACH, the pragmas checkPragma refuses, and Tandem's own tables (other clients' request
+// records). It runs before the statement is prepared.
 func checkRead(sql string) error {
 	switch kw := firstKeyword(sql); kw {
 	case "ATTACH", "DETACH":
 		return requestError(codeError, "tandem: "+kw+" is not allowed")
 	case "PRAGMA":
 		return checkPragma(sql)
+	}
+	if namesReserved(sql) {
+		return errReservedName
 	}
 	return nil
 }

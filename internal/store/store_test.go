@@ -50,6 +50,23 @@ func queryRows(t testing.TB, s *Store, sql string, args ...sqlite.Value) [][]sql
 	}
 }
 
+// internalInt reads one number from the database testDB of s on a connection of its own: the
+// store's queries may not name its own _tandem_ tables.
+func internalInt(t testing.TB, s *Store, sql string) int64 {
+	t.Helper()
+	c, err := sqlite.Open(filepath.Join(s.dbDir, testDB+".sqlite"), sqlite.OpenOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rows, err := queryAll(c, sql)
+	if err != nil || len(rows) != 1 || len(rows[0]) != 1 {
+		t.Fatalf("%s: %v, %v", sql, rows, err)
+	}
+	v, _ := rows[0][0].(int64)
+	return v
+}
+
 func queryInt(t testing.TB, s *Store, sql string, args ...sqlite.Value) int64 {
 	t.Helper()
 	rows := queryRows(t, s, sql, args...)
@@ -281,7 +298,7 @@ func TestDeduplication(t *testing.T) {
 	}
 	f.requireSameContent(testDB)
 	// The follower knows the records too (a new leader would answer retries).
-	if n := queryInt(t, f.stores[1], "SELECT count(*) FROM _tandem_requests"); n != 2 {
+	if n := internalInt(t, f.stores[1], "SELECT count(*) FROM _tandem_requests"); n != 2 {
 		t.Fatalf("follower has %d request records", n)
 	}
 }
@@ -724,5 +741,49 @@ func TestIdleDatabaseWALTruncated(t *testing.T) {
 	mustExec(t, s, "INSERT INTO big(b) VALUES(x'01')") // and it is written to again
 	if got := queryInt(t, s, "SELECT count(*) FROM big"); got != 9 {
 		t.Fatalf("%d rows after the truncation, want 9", got)
+	}
+}
+
+// TestReservedNames: a token naming a _tandem_ table (identifier, quoted identifier, or a
+// string literal, which SQLite takes for a name where one is expected) is refused in writes
+// and reads; values and names that only contain the prefix are not.
+func TestReservedNames(t *testing.T) {
+	for _, tc := range []struct {
+		sql      string
+		reserved bool
+	}{
+		{"SELECT * FROM _tandem_requests", true},
+		{"select * from _TANDEM_applied", true},
+		{`SELECT * FROM "_tandem_requests"`, true},
+		{"SELECT * FROM [_tandem_requests]", true},
+		{"SELECT * FROM `_tandem_requests`", true},
+		{"SELECT * FROM '_tandem_requests'", true},
+		{"CREATE TABLE _tandem_x(a)", true},
+		{"INSERT INTO t VALUES('a_tandem_b')", false},
+		{"INSERT INTO my_tandem_t VALUES(1)", false},
+		{"SELECT 'it''s _tandem_' FROM t", false},
+		{"SELECT 1 -- _tandem_requests\n", false},
+		{"SELECT /* _tandem_requests */ 1", false},
+		{`SELECT "a""_tandem_" FROM t`, false},
+	} {
+		if got := namesReserved(tc.sql); got != tc.reserved {
+			t.Errorf("namesReserved(%q) = %v, want %v", tc.sql, got, tc.reserved)
+		}
+	}
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(v TEXT)")
+	mustExec(t, s, "INSERT INTO t VALUES('a_tandem_b')") // refused before: the text held the prefix
+	if got := queryRows(t, s, "SELECT v FROM t WHERE v LIKE '%_tandem_%'"); len(got) != 1 {
+		t.Fatalf("rows: %v", got)
+	}
+	for _, q := range []string{"SELECT * FROM _tandem_requests", "SELECT * FROM '_tandem_applied'"} {
+		if _, err := s.Query(context.Background(), testDB, q, nil); err == nil || !strings.Contains(err.Error(), "reserved") {
+			t.Errorf("%s: %v, want it refused", q, err)
+		}
+		res, err := s.Exec(context.Background(), testDB, Request{SQL: q})
+		if err == nil && (res.Err == nil || !strings.Contains(res.Err.Error(), "reserved")) {
+			t.Errorf("%s through Exec: %+v, want it refused", q, res)
+		}
 	}
 }
