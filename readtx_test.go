@@ -12,24 +12,31 @@ import (
 	_ "github.com/tandemdb/tandem/driver"
 )
 
-// Read-only transactions (sql.TxOptions{ReadOnly: true}) read the snapshot of their start in
-// every query, hold no writer (a read-write transaction and autocommit writes go on
-// meanwhile), refuse writes, and with consistency=stale run on a follower.
-func TestReadOnlyTransactions(t *testing.T) {
+// threeRows starts 3 embedded nodes and writes the rows 1, 2, 3 into table t of database app.
+func threeRows(t *testing.T) ([]*tandem.Node, *sql.DB, context.Context) {
+	t.Helper()
 	nodes := startEmbedded(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	db, err := nodes[0].Open(ctx, "app")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	if _, err := db.ExecContext(ctx, `CREATE TABLE t(x INTEGER)`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.ExecContext(ctx, `INSERT INTO t VALUES (1), (2), (3)`); err != nil {
 		t.Fatal(err)
 	}
+	return nodes, db, ctx
+}
+
+// Read-only transactions (sql.TxOptions{ReadOnly: true}) read the snapshot of their start in
+// every query, hold no writer (a read-write transaction and autocommit writes go on
+// meanwhile), refuse writes, and with consistency=stale run on a follower.
+func TestReadOnlyTransactions(t *testing.T) {
+	nodes, db, ctx := threeRows(t)
 	count := func(q interface {
 		QueryRowContext(context.Context, string, ...any) *sql.Row
 	}) int {
@@ -161,20 +168,7 @@ func TestReadOnlyTransactions(t *testing.T) {
 // A read-only transaction with consistency=stale serves a follower's snapshot when no leader
 // can be reached, prepared statements included.
 func TestReadOnlyTransactionWithoutLeader(t *testing.T) {
-	nodes := startEmbedded(t, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	db, err := nodes[0].Open(ctx, "app")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE TABLE t(x INTEGER)`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO t VALUES (1), (2), (3)`); err != nil {
-		t.Fatal(err)
-	}
+	nodes, _, ctx := threeRows(t)
 	_, leaderAddr, err := nodes[0].Leader(ctx)
 	if err != nil {
 		t.Fatal(err)

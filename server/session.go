@@ -489,14 +489,20 @@ func (ss *session) begin(ctx context.Context, m *wire.Begin) wire.Message {
 	if err != nil {
 		return errorMsg(err)
 	}
+	return ss.addTx(&txState{tx: tx})
+}
+
+// addTx makes t a transaction of the connection and answers with its id; if the connection
+// ended meanwhile (its cleanup already ran), it ends t instead.
+func (ss *session) addTx(t *txState) wire.Message {
 	id := ss.srv.nextID.Add(1)
 	ss.mu.Lock()
-	if ss.ctx.Err() != nil { // the connection ended meanwhile: cleanup already ran
+	if ss.ctx.Err() != nil {
 		ss.mu.Unlock()
-		_ = tx.Rollback()
+		_ = t.end()
 		return &wire.Error{Code: wire.CodeUnavailable, Message: "connection closed"}
 	}
-	ss.txs[id] = &txState{tx: tx}
+	ss.txs[id] = t
 	ss.mu.Unlock()
 	return &wire.TxBegun{TxID: id}
 }
@@ -510,16 +516,7 @@ func (ss *session) beginRead(ctx context.Context, m *wire.BeginRead) wire.Messag
 	if err != nil {
 		return errorMsg(err)
 	}
-	id := ss.srv.nextID.Add(1)
-	ss.mu.Lock()
-	if ss.ctx.Err() != nil { // the connection ended meanwhile: cleanup already ran
-		ss.mu.Unlock()
-		tx.End()
-		return &wire.Error{Code: wire.CodeUnavailable, Message: "connection closed"}
-	}
-	ss.txs[id] = &txState{rtx: tx}
-	ss.mu.Unlock()
-	return &wire.TxBegun{TxID: id}
+	return ss.addTx(&txState{rtx: tx})
 }
 
 func (ss *session) takeTx(id uint64) (*txState, *wire.Error) {
