@@ -527,8 +527,9 @@ func TestBackgroundCheckpoint(t *testing.T) {
 	f := newCluster(t, 1, func(o *Options) { o.CheckpointFrames = limit })
 	s := f.leader()
 	mustExec(t, s, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)")
-	// 64 KiB rows: ~17 frames per commit, so that no commit alone crosses the limit.
-	for range limit / 20 {
+	// 64 KiB rows: ~20 frames per commit (17 pages of the row, the table's and the store's
+	// own pages), so that no commit alone crosses the limit; 10 of them stay well below it.
+	for range limit / 40 {
 		mustExec(t, s, "INSERT INTO big(b) VALUES(randomblob(64*1024))")
 	}
 	time.Sleep(50 * time.Millisecond)
