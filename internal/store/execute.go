@@ -357,38 +357,49 @@ func checkStatement(text string) error {
 	case "ATTACH", "DETACH", "VACUUM":
 		return requestError(codeError, "tandem: "+kw+" is not allowed")
 	}
-	if namesReserved(text) {
-		return errReservedName
-	}
-	return nil
+	return checkNames(text)
 }
 
-var errReservedName = requestError(codeError, "tandem: names starting with _tandem_ are reserved (Tandem's own tables)")
+// checkNames refuses a statement that names one of Tandem's own tables, or sqlite_dbpage
+// (SQLite's view of the file's raw pages: reading it shows the internal tables' contents,
+// writing it changes the leader's file around replication).
+func checkNames(text string) error {
+	switch name := reservedName(text); {
+	case name == "":
+		return nil
+	case strings.EqualFold(name, "sqlite_dbpage"):
+		return requestError(codeError, "tandem: sqlite_dbpage is not allowed (it reads and writes the database file's pages around replication)")
+	default:
+		return requestError(codeError, "tandem: names starting with _tandem_ are reserved (Tandem's own tables)")
+	}
+}
 
 // reservedPrefix starts the names of the store's own tables (applied index, request records).
 const reservedPrefix = "_tandem_"
 
-// namesReserved reports whether a token of text names something reserved: an identifier,
-// a quoted identifier ("...", `...`, [...]) or a string literal whose content starts with
-// _tandem_ (in any case). String literals count because SQLite takes one for a name where a
-// name is expected (SELECT * FROM '_tandem_requests'); a value that merely contains the
-// prefix elsewhere ('a_tandem_b'), comments and the rest of the text do not.
-func namesReserved(text string) bool {
+// reservedName returns the first token of text that names something reserved, or "": an
+// identifier, a quoted identifier ("...", `...`, [...]) or a string literal whose content
+// starts with _tandem_ or is sqlite_dbpage (in any case). String literals count because SQLite
+// takes one for a name where a name is expected (SELECT * FROM '_tandem_requests'); a value
+// that merely contains the prefix elsewhere ('a_tandem_b'), comments and the rest of the text
+// do not.
+func reservedName(text string) string {
 	reserved := func(name string) bool {
-		return len(name) >= len(reservedPrefix) && strings.EqualFold(name[:len(reservedPrefix)], reservedPrefix)
+		return len(name) >= len(reservedPrefix) && strings.EqualFold(name[:len(reservedPrefix)], reservedPrefix) ||
+			strings.EqualFold(name, "sqlite_dbpage")
 	}
 	for i := 0; i < len(text); {
 		switch c := text[i]; {
 		case c == '-' && strings.HasPrefix(text[i:], "--"):
 			j := strings.IndexByte(text[i:], '\n')
 			if j < 0 {
-				return false
+				return ""
 			}
 			i += j + 1
 		case c == '/' && strings.HasPrefix(text[i:], "/*"):
 			j := strings.Index(text[i+2:], "*/")
 			if j < 0 {
-				return false
+				return ""
 			}
 			i += j + 4
 		case c == '\'' || c == '"' || c == '`' || c == '[':
@@ -407,8 +418,8 @@ func namesReserved(text string) bool {
 				}
 				j++
 			}
-			if reserved(text[i+1 : min(j, len(text))]) {
-				return true
+			if name := text[i+1 : min(j, len(text))]; reserved(name) {
+				return name
 			}
 			i = j + 1
 		case isNameByte(c):
@@ -416,15 +427,15 @@ func namesReserved(text string) bool {
 			for j < len(text) && isNameByte(text[j]) {
 				j++
 			}
-			if reserved(text[i:j]) {
-				return true
+			if name := text[i:j]; reserved(name) {
+				return name
 			}
 			i = j
 		default:
 			i++
 		}
 	}
-	return false
+	return ""
 }
 
 func isNameByte(c byte) bool {

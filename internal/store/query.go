@@ -89,8 +89,8 @@ func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sql
 
 // checkRead refuses what a read may not run although SQLite counts it as read-only: ATTACH
 // (it would open any file the node can read, other databases of the node included) and
-// DETACH, the pragmas checkPragma refuses, and Tandem's own tables (other clients' request
-// records). It runs before the statement is prepared.
+// DETACH, the pragmas checkPragma refuses, Tandem's own tables (other clients' request
+// records) and sqlite_dbpage (checkNames). It runs before the statement is prepared.
 func checkRead(sql string) error {
 	switch kw := firstKeyword(sql); kw {
 	case "ATTACH", "DETACH":
@@ -98,10 +98,7 @@ func checkRead(sql string) error {
 	case "PRAGMA":
 		return checkPragma(sql)
 	}
-	if namesReserved(sql) {
-		return errReservedName
-	}
-	return nil
+	return checkNames(sql)
 }
 
 // open prepares r.sql on r.conn (or takes it from the connection's cache), checks that it is
@@ -170,7 +167,7 @@ func (r *Rows) Next(dst []sqlite.Value) (bool, error) {
 			r.forget()
 			return false, r.rtx.err
 		}
-		r.rtx.timer.Reset(r.db.s.opts.TxIdleTimeout)
+		defer r.rtx.rearm() // idle from the end of this step
 	}
 	if r.st == nil {
 		return false, nil
@@ -204,6 +201,8 @@ func (r *Rows) Close() error {
 		if r.rtx.conn == nil {
 			r.forget()
 		}
+		// The idle timeout skips its turn while t.mu is held (ReadTx.expire).
+		defer r.rtx.rearm()
 	}
 	if r.st == nil {
 		return nil

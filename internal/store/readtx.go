@@ -16,12 +16,13 @@ import (
 // from its first frame while it is open, so it ends after TxIdleTimeout without a query.
 type ReadTx struct {
 	db    *database
-	index uint64 // the database's applied index the snapshot holds
+	index uint64       // the database's applied index the snapshot holds
+	raw   *sqlite.Conn // conn's connection, for Interrupt (safe against Close) without mu
 
-	mu    sync.Mutex // one query at a time; guards the fields below
-	conn  *readConn  // nil once ended
-	err   error      // why it ended, for the calls after
-	timer *time.Timer
+	mu    sync.Mutex  // one statement step at a time; guards the fields below
+	conn  *readConn   // nil once ended
+	err   error       // why it ended, for the calls after
+	timer *time.Timer // the idle timeout, re-armed after each query and page; nil until armed
 }
 
 // BeginRead starts a read-only transaction on the node's current state of dbName. The caller
@@ -55,7 +56,7 @@ func (db *database) beginRead() (*ReadTx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open read connection: %w", err)
 	}
-	t := &ReadTx{db: db, conn: &readConn{Conn: c}}
+	t := &ReadTx{db: db, conn: &readConn{Conn: c}, raw: c}
 	// BEGIN alone takes no snapshot: the first read does. Reading the applied index takes it
 	// now and tells which state it is.
 	err = c.Exec("BEGIN")
@@ -71,24 +72,38 @@ func (db *database) beginRead() (*ReadTx, error) {
 		v, _ := rows[0][0].(int64)
 		t.index = uint64(v)
 	}
-	// Set under t.mu: the timer's end reads it (before the ReadTx is shared, but the timer
-	// may fire first).
-	t.mu.Lock()
-	t.timer = time.AfterFunc(db.s.opts.TxIdleTimeout, func() { t.end(ErrTxTimeout) })
-	t.mu.Unlock()
 	db.poolMu.Lock()
 	if db.poolClosed {
 		db.poolMu.Unlock()
-		t.mu.Lock() // not end: BeginRead gives the count back
-		t.timer.Stop()
-		t.conn, t.err = nil, ErrClosed
-		t.mu.Unlock()
-		c.Close()
+		c.Close() // not end: BeginRead gives the count back
 		return nil, ErrClosed
 	}
 	db.readTxs[t] = struct{}{}
 	db.poolMu.Unlock()
+	// Armed once registered, under t.mu: the database's close may end t already.
+	t.mu.Lock()
+	if t.conn != nil {
+		t.timer = time.AfterFunc(db.s.opts.TxIdleTimeout, t.expire)
+	}
+	t.mu.Unlock()
 	return t, nil
+}
+
+// expire is the idle timeout. A query or page that is running holds t.mu: the transaction
+// is not idle then, and the step re-arms the timer when it ends.
+func (t *ReadTx) expire() {
+	if !t.mu.TryLock() {
+		return
+	}
+	defer t.mu.Unlock()
+	t.endLocked(ErrTxTimeout)
+}
+
+// rearm restarts the idle timeout; t.mu must be held.
+func (t *ReadTx) rearm() {
+	if t.timer != nil {
+		t.timer.Reset(t.db.s.opts.TxIdleTimeout)
+	}
 }
 
 // Index is the database's applied index that the transaction's snapshot holds.
@@ -111,7 +126,7 @@ func (t *ReadTx) Query(ctx context.Context, sql string, args []sqlite.Value) (*R
 	if t.conn == nil {
 		return nil, t.err
 	}
-	t.timer.Reset(t.db.s.opts.TxIdleTimeout)
+	defer t.rearm() // idle from the end of the first step
 	r := &Rows{db: t.db, conn: t.conn, rtx: t, sql: sql}
 	if err := r.open(ctx, args, fmt.Errorf("%w: SQLite counts this statement as one that may write", ErrReadOnlyTx)); err != nil {
 		return nil, err
@@ -124,14 +139,23 @@ func (t *ReadTx) End() {
 	t.end(ErrTxDone)
 }
 
-// end closes the connection; later calls fail with why.
+// end closes the connection; later calls fail with why. A statement running on it is
+// interrupted first, so that ending (a snapshot install, the node closing) does not wait for
+// a long query.
 func (t *ReadTx) end(why error) {
+	t.raw.Interrupt()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.endLocked(why)
+}
+
+func (t *ReadTx) endLocked(why error) {
 	if t.conn == nil {
 		return
 	}
-	t.timer.Stop()
+	if t.timer != nil {
+		t.timer.Stop()
+	}
 	_ = t.conn.Close() // finalizes its statements too
 	t.conn, t.err = nil, why
 	t.db.s.readTxs.Add(-1)

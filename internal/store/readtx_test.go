@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -217,5 +218,72 @@ func TestReadTxCursors(t *testing.T) {
 	}
 	if got := queryInt(t, s, "SELECT count(*) FROM t"); got != 10 {
 		t.Fatalf("%d rows outside the transaction, want 10", got)
+	}
+}
+
+// countTo counts to n in SQL: a query that runs ~0.25 s per million on the development VM.
+func countTo(n int) string {
+	return fmt.Sprintf("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT %d) SELECT count(*) FROM c", n)
+}
+
+// TestReadTxEndInterrupts: ending a read-only transaction (a snapshot install closing the
+// database here) interrupts its running query instead of waiting for it.
+func TestReadTxEndInterrupts(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+	rt, err := s.BeginRead(context.Background(), testDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := rt.Query(context.Background(), countTo(100_000_000), nil)
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // let it start
+	start := time.Now()
+	if err := s.closeDatabases(errReplaced); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("closing the database waited %v for the read-only transaction's query", d)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the query finished as if nothing happened")
+	}
+}
+
+// TestReadTxLongQueryIsNotIdle: a query that runs longer than the idle timeout completes and
+// the transaction stays usable; the timeout counts from the query's end.
+func TestReadTxLongQueryIsNotIdle(t *testing.T) {
+	f := newCluster(t, 1, func(o *Options) { o.TxIdleTimeout = 100 * time.Millisecond })
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+	ctx := context.Background()
+	rt, err := s.BeginRead(ctx, testDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 1_000_000 // ~0.25 s
+	if raceEnabled {
+		n = 100_000 // ~1.5 s with the race detector
+	}
+	start := time.Now()
+	r, err := rt.Query(ctx, countTo(n), nil)
+	if err != nil {
+		t.Fatalf("query of %v: %v", time.Since(start), err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Logf("the query took only %v: it hardly outlasted the idle timeout", d)
+	}
+	// Before, the timeout that fell due during the query ended the transaction right after it.
+	time.Sleep(10 * time.Millisecond)
+	if rows := readAll(t, r); len(rows) != 1 || rows[0][0] != int64(n) {
+		t.Fatalf("rows %v", rows)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := rt.Query(ctx, "SELECT 1", nil); !errors.Is(err, ErrTxTimeout) {
+		t.Fatalf("after 300 ms idle: %v, want ErrTxTimeout", err)
 	}
 }

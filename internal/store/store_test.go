@@ -745,9 +745,9 @@ func TestIdleDatabaseWALTruncated(t *testing.T) {
 	}
 }
 
-// TestReservedNames: a token naming a _tandem_ table (identifier, quoted identifier, or a
-// string literal, which SQLite takes for a name where one is expected) is refused in writes
-// and reads; values and names that only contain the prefix are not.
+// TestReservedNames: a token naming a _tandem_ table or sqlite_dbpage (identifier, quoted
+// identifier, or a string literal, which SQLite takes for a name where one is expected) is
+// refused in writes and reads; values and names that only contain the prefix are not.
 func TestReservedNames(t *testing.T) {
 	for _, tc := range []struct {
 		sql      string
@@ -766,9 +766,12 @@ func TestReservedNames(t *testing.T) {
 		{"SELECT 1 -- _tandem_requests\n", false},
 		{"SELECT /* _tandem_requests */ 1", false},
 		{`SELECT "a""_tandem_" FROM t`, false},
+		{"SELECT data FROM sqlite_dbpage WHERE pgno = 2", true},
+		{"UPDATE SQLITE_DBPAGE SET data = x'00'", true},
+		{"SELECT * FROM dbstat", false},
 	} {
-		if got := namesReserved(tc.sql); got != tc.reserved {
-			t.Errorf("namesReserved(%q) = %v, want %v", tc.sql, got, tc.reserved)
+		if got := reservedName(tc.sql) != ""; got != tc.reserved {
+			t.Errorf("reservedName(%q) = %q, want reserved %v", tc.sql, reservedName(tc.sql), tc.reserved)
 		}
 	}
 	f := newCluster(t, 1, nil)
@@ -778,12 +781,13 @@ func TestReservedNames(t *testing.T) {
 	if got := queryRows(t, s, "SELECT v FROM t WHERE v LIKE '%_tandem_%'"); len(got) != 1 {
 		t.Fatalf("rows: %v", got)
 	}
-	for _, q := range []string{"SELECT * FROM _tandem_requests", "SELECT * FROM '_tandem_applied'"} {
-		if _, err := s.Query(context.Background(), testDB, q, nil); err == nil || !strings.Contains(err.Error(), "reserved") {
+	for _, q := range []string{"SELECT * FROM _tandem_requests", "SELECT * FROM '_tandem_applied'",
+		"SELECT data FROM sqlite_dbpage WHERE pgno = 1", "UPDATE sqlite_dbpage SET data = data WHERE pgno = 2"} {
+		if _, err := s.Query(context.Background(), testDB, q, nil); err == nil || !strings.Contains(err.Error(), "not allowed") && !strings.Contains(err.Error(), "reserved") {
 			t.Errorf("%s: %v, want it refused", q, err)
 		}
 		res, err := s.Exec(context.Background(), testDB, Request{SQL: q})
-		if err == nil && (res.Err == nil || !strings.Contains(res.Err.Error(), "reserved")) {
+		if err == nil && (res.Err == nil || !strings.Contains(res.Err.Error(), "not allowed") && !strings.Contains(res.Err.Error(), "reserved")) {
 			t.Errorf("%s through Exec: %+v, want it refused", q, res)
 		}
 	}
