@@ -53,3 +53,43 @@ func BenchmarkExecKV(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReadTx: one point read in a read-only transaction (BeginRead, Query, End) against
+// the same read alone (Query on the pool): what a transaction's own connection costs.
+//
+//	go test -run '^$' -bench ReadTx ./internal/store
+func BenchmarkReadTx(b *testing.B) {
+	f := newCluster(b, 1, nil)
+	s := f.leader()
+	mustExec(b, s, "CREATE TABLE model(key TEXT PRIMARY KEY, value TEXT)")
+	mustExec(b, s, "INSERT INTO model VALUES('k', 'v')")
+	ctx := context.Background()
+	read := func(b *testing.B, r *Rows, err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		dst := make([]sqlite.Value, 1)
+		if ok, err := r.Next(dst); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+		r.Close()
+	}
+	const q = "SELECT value FROM model WHERE key = ?"
+	b.Run("query", func(b *testing.B) {
+		for b.Loop() {
+			r, err := s.Query(ctx, testDB, q, []sqlite.Value{"k"})
+			read(b, r, err)
+		}
+	})
+	b.Run("read-tx", func(b *testing.B) {
+		for b.Loop() {
+			rt, err := s.BeginRead(ctx, testDB)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r, err := rt.Query(ctx, q, []sqlite.Value{"k"})
+			read(b, r, err)
+			rt.End()
+		}
+	})
+}
