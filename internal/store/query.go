@@ -87,18 +87,17 @@ func (s *Store) Query(ctx context.Context, dbName string, sql string, args []sql
 	return r, nil
 }
 
-// checkRead refuses what a read may not run although SQLite counts it as read-only: ATTACH
-// (it would open any file the node can read, other databases of the node included) and
-// DETACH, the pragmas checkPragma refuses, Tandem's own tables (other clients' request
-// records) and sqlite_dbpage (checkNames). It runs before the statement is prepared.
+// checkRead refuses what a read may not run although SQLite counts it as read-only, with the
+// checks of the write path (checkStatement): BEGIN or SAVEPOINT (on a pooled connection it
+// would pin an old snapshot for every later read there), ATTACH (it would open any file the
+// node can read, other databases of the node included) and DETACH, Tandem's own tables and
+// sqlite_dbpage; and the pragmas checkPragma refuses. It runs before the statement is
+// prepared.
 func checkRead(sql string) error {
-	switch kw := firstKeyword(sql); kw {
-	case "ATTACH", "DETACH":
-		return requestError(codeError, "tandem: "+kw+" is not allowed")
-	case "PRAGMA":
+	if firstKeyword(sql) == "PRAGMA" {
 		return checkPragma(sql)
 	}
-	return checkNames(sql)
+	return checkStatement(sql)
 }
 
 // open prepares r.sql on r.conn (or takes it from the connection's cache), checks that it is

@@ -792,3 +792,25 @@ func TestReservedNames(t *testing.T) {
 		}
 	}
 }
+
+// TestQueryRefusesTransactionControl: BEGIN or SAVEPOINT sent as a query (SQLite counts them
+// as read-only) would leave its pooled read connection inside a transaction, so every later
+// read there saw the snapshot of that moment, linearizable ones included.
+func TestQueryRefusesTransactionControl(t *testing.T) {
+	f := newCluster(t, 1, func(o *Options) { o.ReadPoolSize = 1 })
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(x)")
+	for _, q := range []string{"BEGIN", "begin deferred", "SAVEPOINT a"} {
+		if r, err := s.Query(context.Background(), testDB, q, nil); err == nil {
+			r.Close()
+			t.Errorf("%s as a query: accepted", q)
+		}
+	}
+	if n := queryInt(t, s, "SELECT count(*) FROM t"); n != 0 {
+		t.Fatalf("%d rows", n)
+	}
+	mustExec(t, s, "INSERT INTO t VALUES(1)")
+	if n := queryInt(t, s, "SELECT count(*) FROM t"); n != 1 {
+		t.Fatalf("a read after a write sees %d rows, want 1", n)
+	}
+}
