@@ -51,8 +51,8 @@ func (db *database) noteCommitted(c *sqlite.Conn) {
 	limit := int64(db.s.opts.CheckpointFrames)
 	switch {
 	case grown >= inlineCheckpointFactor*limit:
-		db.ckptFrom.Store(frames)
-		db.checkpoint(c)
+		db.ckptFrom.Store(frames) // a busy one is not tried again at the next commit
+		db.checkpoint(c, "PASSIVE")
 	case grown >= limit:
 		select {
 		case db.ckptC <- struct{}{}:
@@ -102,7 +102,7 @@ func (db *database) checkpointLoop() {
 				// Checkpointed already; the WAL may still wait to be emptied (a reader
 				// held it, or it is the WAL the node started with).
 				if !truncated && conn() {
-					truncated = db.truncateWAL(c)
+					truncated = db.checkpoint(c, "TRUNCATE")
 				}
 				continue
 			}
@@ -113,51 +113,40 @@ func (db *database) checkpointLoop() {
 		if !conn() {
 			continue
 		}
-		db.checkpoint(c)
+		db.checkpoint(c, "PASSIVE")
 		if quiet {
-			truncated = db.truncateWAL(c)
+			truncated = db.checkpoint(c, "TRUNCATE")
 		}
 	}
 }
 
-// truncateWAL empties the WAL file of a database that stopped being written to, which SQLite
-// otherwise leaves at its largest size (up to ~CheckpointFrames pages) for as long as the
-// database stays idle: a node with many databases would keep tens of MiB each. TRUNCATE needs
-// the write lock and no reader on the WAL; the checkpointer's connection has no busy handler,
-// so when either is taken it gives up at once (SQLITE_BUSY) instead of holding writers
-// back, and the next idle round tries again. It reports whether the WAL was emptied.
-func (db *database) truncateWAL(c *sqlite.Conn) (done bool) {
-	rows, err := queryAll(c, "PRAGMA wal_checkpoint(TRUNCATE)")
+// checkpoint runs a checkpoint in mode on c, notes how many frames the WAL held (the next one
+// is counted from there) and reports whether it was complete (not busy).
+//
+// PASSIVE is busy only while another checkpoint runs (a snapshot's, or the safety net of
+// noteCommitted); the next round catches up. TRUNCATE empties the WAL file of a database
+// that stopped being written to, which SQLite otherwise leaves at its largest size (up to
+// ~CheckpointFrames pages) for as long as the database stays idle: a node with many
+// databases would keep tens of MiB each. It needs the write lock and no reader on the WAL;
+// the checkpointer's connection has no busy handler, so when either is taken it gives up at
+// once (SQLITE_BUSY) instead of holding writers back, and the next idle round tries again.
+func (db *database) checkpoint(c *sqlite.Conn, mode string) (complete bool) {
+	rows, err := queryAll(c, "PRAGMA wal_checkpoint("+mode+")")
 	switch {
 	case errors.Is(err, sqlite.ErrBusy):
 	case err != nil:
-		db.s.log.Warn("store: truncate the WAL", "db", db.name, "err", err)
+		db.s.log.Warn("store: checkpoint", "db", db.name, "mode", mode, "err", err)
 	case len(rows) == 1 && len(rows[0]) == 3:
-		if busy, _ := rows[0][0].(int64); busy == 0 {
-			db.ckptFrom.Store(0)
-			return true
-		}
-	}
-	return false
-}
-
-// checkpoint runs a PASSIVE checkpoint on c and notes how many frames the WAL held, from
-// which the next one is counted. PASSIVE is busy only while another checkpoint runs (a
-// snapshot's, or the safety net of noteCommitted); the next round catches up.
-func (db *database) checkpoint(c *sqlite.Conn) {
-	rows, err := queryAll(c, "PRAGMA wal_checkpoint(PASSIVE)")
-	switch {
-	case errors.Is(err, sqlite.ErrBusy):
-	case err != nil:
-		db.s.log.Warn("store: checkpoint", "db", db.name, "err", err)
-	case len(rows) == 1 && len(rows[0]) == 3:
-		// (busy, frames in the WAL, frames checkpointed so far)
-		if n, _ := rows[0][1].(int64); n > 0 {
+		// (busy, frames in the WAL, frames checkpointed so far); -1 when not known
+		busy, _ := rows[0][0].(int64)
+		if n, _ := rows[0][1].(int64); n >= 0 {
 			db.ckptFrom.Store(n)
 		}
 		if n, _ := rows[0][2].(int64); n > 0 {
 			db.s.statCheckpoints.Add(1)
 			db.s.statCheckpointFrames.Add(uint64(n))
 		}
+		return busy == 0
 	}
+	return false
 }

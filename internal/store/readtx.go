@@ -60,17 +60,12 @@ func (db *database) beginRead() (*ReadTx, error) {
 	// BEGIN alone takes no snapshot: the first read does. Reading the applied index takes it
 	// now and tells which state it is.
 	err = c.Exec("BEGIN")
-	var rows [][]sqlite.Value
 	if err == nil {
-		rows, err = queryAll(c, "SELECT idx FROM _tandem_applied WHERE id=1")
+		t.index, err = readApplied(c)
 	}
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("store: begin read transaction: %w", err)
-	}
-	if len(rows) == 1 {
-		v, _ := rows[0][0].(int64)
-		t.index = uint64(v)
 	}
 	db.poolMu.Lock()
 	if db.poolClosed {
