@@ -127,7 +127,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	defer cancel()
 	var last error
 	for round := 0; ; round++ {
-		err, refused := c.connectAny(ctx)
+		refused, err := c.connectAny(ctx)
 		if err == nil {
 			return c, nil
 		}
@@ -154,7 +154,7 @@ const dialStagger = 250 * time.Millisecond
 // not its dial timeout. When all fail, the error is a refusal (refused true: a node answered
 // and would not have this client, so asking again would not help) if there was one, else
 // the most telling failure.
-func (c *Client) connectAny(ctx context.Context) (err error, refused bool) {
+func (c *Client) connectAny(ctx context.Context) (refused bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	addrs := c.cfg.Addrs
@@ -176,7 +176,7 @@ func (c *Client) connectAny(ctx context.Context) (err error, refused bool) {
 			}
 		case e := <-results:
 			if e == nil {
-				return nil, false
+				return false, nil
 			}
 			failed++
 			var we *wire.Error
@@ -187,7 +187,7 @@ func (c *Client) connectAny(ctx context.Context) (err error, refused bool) {
 				err = e
 			}
 			if failed == len(addrs) {
-				return err, refused
+				return refused, err
 			}
 			next.Reset(0)
 		}
