@@ -94,15 +94,15 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 			return ss.firstPage(rows, m.PageSize, nil)
 		}
 		// Inside a read-write transaction the read sees the transaction's own writes, so it
-		// runs on the writer that the transaction owns; the rows come in one page.
-		res, err := ss.inTx(ctx, t, sql, args)
+		// runs on the writer that the transaction owns; its rows stream from there in pages
+		// while the transaction lasts.
+		t.mu.Lock()
+		rows, err := t.tx.Query(ctx, ss.ctx, sql, args, store.ChunkLimits{Rows: ss.pageRows(m.PageSize), Bytes: ss.srv.cfg.PageBytes})
+		t.mu.Unlock()
 		if err != nil {
 			return errorMsg(err)
 		}
-		if res.Err != nil {
-			return errorMsg(res.Err)
-		}
-		return &wire.RowsPage{Columns: res.Columns, DeclTypes: res.DeclTypes, Rows: toWireRows(res.Rows), Done: true}
+		return ss.firstPage(rows, m.PageSize, nil)
 	}
 	if answer := ss.readBarrier(ctx, m.Consistency, m.MinIndex); answer != nil {
 		return answer
@@ -123,10 +123,7 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 // the connection. A query that turns out to write while its first page is read is answered
 // by writeFallback instead (the writer; nil inside a read-only transaction).
 func (ss *session) firstPage(rows *store.Rows, pageSize uint32, writeFallback func() wire.Message) wire.Message {
-	pageRows := int(pageSize)
-	if pageRows <= 0 {
-		pageRows = ss.srv.cfg.PageRows
-	}
+	pageRows := ss.pageRows(pageSize)
 	c := &cursor{rows: rows, buf: make([]sqlite.Value, len(rows.Columns)), pageRows: pageRows}
 	data, done, err := c.page(pageRows, ss.srv.cfg.PageBytes)
 	if err != nil {
@@ -151,6 +148,14 @@ func (ss *session) firstPage(rows *store.Rows, pageSize uint32, writeFallback fu
 	ss.mu.Unlock()
 	page.Cursor = id
 	return page
+}
+
+// pageRows is how many rows a page holds at most when the client asks for pageSize.
+func (ss *session) pageRows(pageSize uint32) int {
+	if pageSize == 0 {
+		return ss.srv.cfg.PageRows
+	}
+	return int(pageSize)
 }
 
 // readBarrier waits until this node's state may serve a read at consistency c that must see

@@ -7,8 +7,8 @@ import (
 	"github.com/tandemdb/tandem/internal/sqlite"
 )
 
-// Rows streams the result of Query (a pooled read connection, held until Close) or of
-// ReadTx.Query (the transaction's connection).
+// Rows streams the result of Query (a pooled read connection, held until Close), of
+// ReadTx.Query (the transaction's connection) or of Tx.Query (chunks read by the writer).
 type Rows struct {
 	Columns   []string
 	DeclTypes []string // declared types of the columns ("" for expressions)
@@ -22,6 +22,14 @@ type Rows struct {
 	stop     func() // stops interrupting on the query's context
 	onRow    bool   // st is positioned on a row that Next has not returned yet
 	done     bool
+
+	// A read inside a read-write transaction (Tx.Query): rows come in chunks from the
+	// transaction's writer (txcursor.go).
+	tx       *Tx
+	txCtx    context.Context
+	txCursor uint64
+	limits   ChunkLimits
+	chunk    [][]sqlite.Value // rows read and not returned yet
 }
 
 // Describe compiles sql on a read connection of the database and returns how many
@@ -157,6 +165,9 @@ func (r *Rows) open(ctx context.Context, args []sqlite.Value, writeErr error) er
 
 // Next reads the next row into dst (len(dst) >= len(Columns)). It returns false at the end.
 func (r *Rows) Next(dst []sqlite.Value) (bool, error) {
+	if r.tx != nil {
+		return r.nextTx(dst)
+	}
 	if r.rtx != nil {
 		// The connection is the transaction's: one call on it at a time, and none after
 		// the transaction ended (closing the connection finalized the statement).
@@ -194,6 +205,9 @@ func (r *Rows) Next(dst []sqlite.Value) (bool, error) {
 // Close releases the statement (back to the connection's cache) and the connection (unless
 // it is a read-only transaction's). Closing twice is a no-op.
 func (r *Rows) Close() error {
+	if r.tx != nil {
+		return r.closeTx()
+	}
 	if r.rtx != nil {
 		r.rtx.mu.Lock()
 		defer r.rtx.mu.Unlock()

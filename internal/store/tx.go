@@ -31,6 +31,9 @@ type txOpKind int
 const (
 	txExec txOpKind = iota
 	txCommit
+	txQuery       // a read: streamed if it is one read-only statement (txcursor.go)
+	txFetch       // the next chunk of a cursor
+	txCloseCursor // close a cursor before its end
 )
 
 type txOp struct {
@@ -39,6 +42,8 @@ type txOp struct {
 	sql       string
 	args      []sqlite.Value
 	requestID uint64
+	cursor    uint64      // txFetch, txCloseCursor
+	limits    ChunkLimits // txQuery, txFetch
 	reply     chan jobResult
 }
 
@@ -65,14 +70,16 @@ func (s *Store) Begin(ctx context.Context, dbName string, clientID uint64) (*Tx,
 // Exec runs statements inside the transaction (reads too). A statement's own failure is in
 // Result.Err and rolls back that call alone; the transaction goes on.
 func (t *Tx) Exec(ctx context.Context, sql string, args []sqlite.Value) (Result, error) {
-	return t.call(ctx, &txOp{kind: txExec, ctx: ctx, sql: sql, args: args})
+	r, err := t.call(ctx, &txOp{kind: txExec, ctx: ctx, sql: sql, args: args})
+	return r.res, err
 }
 
 // Commit replicates the transaction as one entry and returns once it is applied here.
 // requestID (non-zero) makes a retried Commit return the first outcome. If ctx ends before
 // the writer took the commit, the transaction is rolled back.
 func (t *Tx) Commit(ctx context.Context, requestID uint64) (Result, error) {
-	return t.call(ctx, &txOp{kind: txCommit, ctx: ctx, requestID: requestID})
+	r, err := t.call(ctx, &txOp{kind: txCommit, ctx: ctx, requestID: requestID})
+	return r.res, err
 }
 
 // Rollback abandons the transaction. It is a no-op on a finished transaction.
@@ -80,6 +87,16 @@ func (t *Tx) Rollback() error {
 	t.quitOnce.Do(func() { close(t.quit) })
 	<-t.done
 	return nil
+}
+
+// ended reports whether the writer has left the transaction.
+func (t *Tx) ended() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (t *Tx) endErr() error {
@@ -99,29 +116,29 @@ func (t *Tx) setErr(err error) {
 	t.mu.Unlock()
 }
 
-func (t *Tx) call(ctx context.Context, op *txOp) (Result, error) {
+func (t *Tx) call(ctx context.Context, op *txOp) (jobResult, error) {
 	op.reply = make(chan jobResult, 1)
 	select {
 	case t.ops <- op:
 	case <-t.done:
-		return Result{}, t.endErr()
+		return jobResult{}, t.endErr()
 	case <-ctx.Done():
 		if op.kind == txCommit {
 			// A commit that never reached the writer ends the transaction: nobody may send
 			// it again, and it must not hold the writer until its idle timeout.
 			t.quitOnce.Do(func() { close(t.quit) })
 		}
-		return Result{}, ctx.Err()
+		return jobResult{}, ctx.Err()
 	}
 	select {
 	case r := <-op.reply:
-		return r.res, r.err
+		return r, r.err
 	case <-ctx.Done():
 		if op.kind == txCommit {
-			return Result{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
+			return jobResult{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
 		}
 		r := <-op.reply // the statement is interrupted; its answer comes soon
-		return r.res, r.err
+		return r, r.err
 	}
 }
 
@@ -153,7 +170,9 @@ func (wr *writer) runTx(j *job) {
 	defer close(t.done)
 	j.finish(Result{}, nil)
 
+	var cursors txCursors // closed by end and before the commit
 	end := func(err error) {
+		cursors.closeAll() // a ROLLBACK would abort them anyway
 		if sess != nil {
 			sess.Close()
 			sess = nil
@@ -175,7 +194,32 @@ func (wr *writer) runTx(j *job) {
 		}
 		select {
 		case op := <-t.ops:
-			if op.kind == txCommit {
+			switch op.kind {
+			case txFetch, txCloseCursor:
+				var ch *txChunk
+				var err error
+				if op.kind == txFetch {
+					ch, err = cursors.fetch(w, op)
+				} else {
+					cursors.close(op.cursor)
+				}
+				op.reply <- jobResult{chunk: ch, err: err}
+				idle.Reset(s.opts.TxIdleTimeout)
+				continue
+			case txQuery:
+				ch, err := cursors.query(w, op)
+				if ch != nil || err != nil {
+					var res Result
+					if err != nil {
+						res.Err = asSQLiteError(err)
+					}
+					op.reply <- jobResult{res: res, chunk: ch}
+					idle.Reset(s.opts.TxIdleTimeout)
+					continue
+				}
+				// Not a streamable read: it runs like a statement of Exec, below.
+			case txCommit:
+				cursors.closeAll()
 				res, err := wr.commitTx(t, term, base, sess, ddl, op.requestID)
 				sess = nil
 				if err != nil {
@@ -183,11 +227,11 @@ func (wr *writer) runTx(j *job) {
 				} else {
 					t.setErr(ErrTxDone)
 				}
-				op.reply <- jobResult{res, err}
+				op.reply <- jobResult{res: res, err: err}
 				return
 			}
 			if err := c.Exec("SAVEPOINT tandem_stmt"); err != nil {
-				op.reply <- jobResult{Result{}, err}
+				op.reply <- jobResult{res: Result{}, err: err}
 				end(err)
 				return
 			}
@@ -199,19 +243,19 @@ func (wr *writer) runTx(j *job) {
 				undo = "ROLLBACK TO tandem_stmt; RELEASE tandem_stmt"
 			}
 			if err := c.Exec(undo); err != nil {
-				op.reply <- jobResult{Result{}, err}
+				op.reply <- jobResult{res: Result{}, err: err}
 				end(err)
 				return
 			}
 			if wr.preempted() {
-				op.reply <- jobResult{Result{}, ErrTxAborted}
+				op.reply <- jobResult{res: Result{}, err: ErrTxAborted}
 				end(ErrTxAborted)
 				return
 			}
 			if out.res.Err == nil {
 				ddl = append(ddl, out.ddl...)
 			}
-			op.reply <- jobResult{out.res, nil}
+			op.reply <- jobResult{res: out.res, err: nil}
 			idle.Reset(s.opts.TxIdleTimeout)
 		case <-idle.C:
 			end(ErrTxTimeout)

@@ -47,13 +47,14 @@ type job struct {
 }
 
 type jobResult struct {
-	res Result
-	err error
+	res   Result
+	err   error
+	chunk *txChunk // a transaction's read that streams (txQuery, txFetch)
 }
 
 func (j *job) finish(res Result, err error) {
 	select {
-	case j.done <- jobResult{res, err}:
+	case j.done <- jobResult{res: res, err: err}:
 	default:
 	}
 }

@@ -1,0 +1,231 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/tandemdb/tandem/internal/sqlite"
+)
+
+// A read inside a read-write transaction runs on the writer connection the transaction owns
+// (it must see the transaction's own writes), so its statement can only be stepped on the
+// writer goroutine. Its rows are read there in chunks, one op per chunk, and the statement
+// stays open between chunks as a cursor of the transaction: a large result streams in pages
+// like any other query's instead of being collected whole.
+
+// ChunkLimits bounds one chunk of a transaction's cursor: at most Rows rows, and the chunk
+// ends after the row that takes its values past Bytes (the server's page limits).
+type ChunkLimits struct {
+	Rows, Bytes int
+}
+
+func (l ChunkLimits) orDefault() ChunkLimits {
+	if l.Rows <= 0 {
+		l.Rows = 512
+	}
+	if l.Bytes <= 0 {
+		l.Bytes = 1 << 20
+	}
+	return l
+}
+
+// txChunk is the answer to a txQuery or txFetch op.
+type txChunk struct {
+	columns, declTypes []string // txQuery only
+	rows               [][]sqlite.Value
+	cursor             uint64 // the statement stays open as this cursor; 0 when done
+	done               bool
+}
+
+// Query runs a read inside the transaction, seeing its writes. One read-only statement
+// streams: Rows reads it chunk by chunk on the transaction's writer, while the transaction
+// lasts. Anything else (several statements, a PRAGMA, INSERT ... RETURNING) runs as Exec
+// does, and its rows come whole. A statement's own failure is the returned error.
+//
+// ctx bounds the statement until its first chunk is read; cursorCtx (nil: ctx) bounds the
+// later chunks, which are read after the request that began the cursor has been answered.
+func (t *Tx) Query(ctx, cursorCtx context.Context, sql string, args []sqlite.Value, limits ChunkLimits) (*Rows, error) {
+	limits = limits.orDefault()
+	if cursorCtx == nil {
+		cursorCtx = ctx
+	}
+	res, err := t.call(ctx, &txOp{kind: txQuery, ctx: ctx, sql: sql, args: args, limits: limits})
+	if err != nil {
+		return nil, err
+	}
+	if res.res.Err != nil {
+		return nil, res.res.Err
+	}
+	if res.chunk == nil {
+		// Ran as Exec: its rows are all here.
+		return &Rows{Columns: res.res.Columns, DeclTypes: res.res.DeclTypes, tx: t, chunk: res.res.Rows, done: true}, nil
+	}
+	ch := res.chunk
+	return &Rows{Columns: ch.columns, DeclTypes: ch.declTypes, tx: t, txCtx: cursorCtx, limits: limits,
+		txCursor: ch.cursor, chunk: ch.rows, done: ch.done}, nil
+}
+
+// nextTx is Rows.Next for a read-write transaction's cursor.
+func (r *Rows) nextTx(dst []sqlite.Value) (bool, error) {
+	if len(dst) < len(r.Columns) {
+		return false, fmt.Errorf("store: Rows.Next: dst has %d slots for %d columns", len(dst), len(r.Columns))
+	}
+	for len(r.chunk) == 0 {
+		if r.done {
+			return false, nil
+		}
+		res, err := r.tx.call(r.txCtx, &txOp{kind: txFetch, ctx: r.txCtx, cursor: r.txCursor, limits: r.limits})
+		if err != nil {
+			r.done = true // the writer closed the statement (or the transaction ended)
+			return false, err
+		}
+		r.chunk, r.done = res.chunk.rows, res.chunk.done
+	}
+	copy(dst, r.chunk[0])
+	r.chunk[0] = nil
+	r.chunk = r.chunk[1:]
+	return true, nil
+}
+
+// closeTx is Rows.Close for a read-write transaction's cursor: it closes the statement
+// unless the writer did already (read to the end, failed, or the transaction ended).
+func (r *Rows) closeTx() error {
+	r.chunk = nil
+	if r.done {
+		return nil
+	}
+	r.done = true
+	_, err := r.tx.call(context.Background(), &txOp{kind: txCloseCursor, cursor: r.txCursor})
+	if err != nil && r.tx.ended() {
+		return nil // ending the transaction closed it
+	}
+	return err
+}
+
+// txCursors are the open statements of one transaction's reads, owned by the writer
+// goroutine serving it.
+type txCursors struct {
+	open map[uint64]*sqlite.Stmt
+	last uint64
+}
+
+// closeAll finalizes every open statement: before the transaction commits or rolls back.
+func (cs *txCursors) closeAll() {
+	for id, st := range cs.open {
+		st.Close()
+		delete(cs.open, id)
+	}
+}
+
+// prepareStreamable prepares text as a cursor if it is one read-only statement that passes
+// the checks every statement gets, and not a PRAGMA (whose checks are on its text). It
+// returns nil otherwise, and the statement runs as Exec would, which reports any error.
+func (w *wconn) prepareStreamable(text string) *sqlite.Stmt {
+	if firstKeyword(text) == "PRAGMA" {
+		return nil
+	}
+	st, tail, err := w.conn.Prepare(text)
+	if err != nil || st == nil {
+		return nil
+	}
+	if !isBlank(tail) || !st.ReadOnly() || checkStatement(st.SQL()) != nil {
+		st.Close()
+		return nil
+	}
+	return st
+}
+
+// query serves a txQuery op: a streamable statement becomes a cursor with its first chunk
+// read, anything else runs through exec (the caller's).
+func (cs *txCursors) query(w *wconn, op *txOp) (*txChunk, error) {
+	st := w.prepareStreamable(op.sql)
+	if st == nil {
+		return nil, nil
+	}
+	if err := st.BindAll(op.args); err != nil {
+		st.Close()
+		return nil, asSQLiteError(err)
+	}
+	ch, err := readChunk(w.conn, st, op.ctx, op.limits, true)
+	if err != nil || ch.done {
+		st.Close()
+		return ch, err
+	}
+	if cs.open == nil {
+		cs.open = map[uint64]*sqlite.Stmt{}
+	}
+	cs.last++
+	cs.open[cs.last] = st
+	ch.cursor = cs.last
+	return ch, nil
+}
+
+// fetch serves a txFetch op.
+func (cs *txCursors) fetch(w *wconn, op *txOp) (*txChunk, error) {
+	st, ok := cs.open[op.cursor]
+	if !ok {
+		return nil, fmt.Errorf("store: cursor %d of the transaction is closed", op.cursor)
+	}
+	ch, err := readChunk(w.conn, st, op.ctx, op.limits, false)
+	if err != nil || ch.done {
+		st.Close()
+		delete(cs.open, op.cursor)
+		return ch, err
+	}
+	ch.cursor = op.cursor
+	return ch, nil
+}
+
+// close serves a txCloseCursor op.
+func (cs *txCursors) close(id uint64) {
+	if st, ok := cs.open[id]; ok {
+		st.Close()
+		delete(cs.open, id)
+	}
+}
+
+// readChunk steps st for up to limits' rows or bytes, interrupted when ctx ends. first:
+// the columns are read too (after the first step: a statement SQLite prepared again after a
+// schema change may have other columns).
+func readChunk(c *sqlite.Conn, st *sqlite.Stmt, ctx context.Context, limits ChunkLimits, first bool) (*txChunk, error) {
+	stop := c.InterruptOn(ctx)
+	defer stop()
+	ch := &txChunk{}
+	size := 0
+	for len(ch.rows) < limits.Rows && size < limits.Bytes {
+		ok, err := st.Step()
+		if err != nil {
+			return nil, asSQLiteError(err)
+		}
+		if first {
+			first = false
+			n := st.ColumnCount()
+			ch.columns, ch.declTypes = make([]string, n), make([]string, n)
+			for i := range n {
+				ch.columns[i], ch.declTypes[i] = st.ColumnName(i), st.ColumnDeclType(i)
+			}
+		}
+		if !ok {
+			ch.done = true
+			return ch, nil
+		}
+		row := make([]sqlite.Value, st.ColumnCount())
+		for i := range row {
+			row[i] = st.Column(i)
+			size += valueBytes(row[i])
+		}
+		ch.rows = append(ch.rows, row)
+	}
+	return ch, nil
+}
+
+// valueBytes is what a value counts towards a chunk's byte limit (as the server counts a page).
+func valueBytes(v sqlite.Value) int {
+	switch x := v.(type) {
+	case string:
+		return len(x) + 8
+	case []byte:
+		return len(x) + 8
+	}
+	return 8
+}

@@ -1,0 +1,211 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/sqlite"
+)
+
+// A read inside a read-write transaction streams in chunks from the writer: it sees the
+// transaction's own writes, the transaction goes on between chunks (other statements, a
+// failing one among them), and the commit replicates as usual.
+func TestTxQueryStreams(t *testing.T) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 1000) INSERT INTO t SELECT i, 'v' || i FROM n")
+	rows, err := tx.Query(ctx, nil, "SELECT id FROM t ORDER BY id", nil, ChunkLimits{Rows: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows.chunk) != 64 || rows.done {
+		t.Fatalf("first chunk: %d rows, done %v; want 64 rows of more", len(rows.chunk), rows.done)
+	}
+	dst := make([]sqlite.Value, 1)
+	for i := 1; i <= 100; i++ {
+		if ok, err := rows.Next(dst); !ok || err != nil || dst[0] != int64(i) {
+			t.Fatalf("row %d: %v %v %v", i, ok, err, dst[0])
+		}
+	}
+	// The transaction goes on while the cursor is open; a failing statement rolls back
+	// alone (ROLLBACK TO its savepoint) and the cursor reads on.
+	mustTxExec(t, tx, "INSERT INTO t VALUES(5000, 'late')")
+	if res, err := tx.Exec(ctx, "INSERT INTO t VALUES(1, 'dup')", nil); err != nil || res.Err == nil {
+		t.Fatalf("want a constraint error: %v %+v", err, res)
+	}
+	rest := readAll(t, rows)
+	// Whether a statement sees rows written after it started is up to SQLite (it does here:
+	// the new row is ahead of the cursor); every row that was there comes once, in order.
+	if n := len(rest); n == 901 && rest[900][0] == int64(5000) {
+		rest = rest[:900]
+	}
+	if len(rest) != 900 {
+		t.Fatalf("rest of the cursor: %d rows, want 900 (101..1000)", len(rest))
+	}
+	for i, r := range rest {
+		if r[0] != int64(101+i) {
+			t.Fatalf("row %d of the rest: %v, want %d", i, r[0], 101+i)
+		}
+	}
+	if _, err := tx.Commit(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.sync()
+	for i, st := range f.stores {
+		if n := queryInt(t, st, "SELECT count(*) FROM t"); n != 1001 {
+			t.Fatalf("store %d: %d rows", i, n)
+		}
+	}
+}
+
+// A chunk is cut by bytes as well as by rows.
+func TestTxQueryChunkBytes(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE big(v BLOB)")
+	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 20) INSERT INTO big SELECT zeroblob(100000) FROM n")
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.Query(ctx, nil, "SELECT v FROM big", nil, ChunkLimits{Rows: 1000, Bytes: 250000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows.chunk) != 3 {
+		t.Fatalf("first chunk: %d rows of 100 kB, want 3 (cut after passing 250 kB)", len(rows.chunk))
+	}
+	if got := readAll(t, rows); len(got) != 20 {
+		t.Fatalf("%d rows, want 20", len(got))
+	}
+}
+
+// Closing a cursor early, reading one after the transaction ended, and the statements that
+// do not stream (writes with RETURNING, PRAGMA, several statements, errors, refused ones).
+func TestTxQueryEdges(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 100) INSERT INTO t SELECT i FROM n")
+
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Many cursors closed early: each statement is finalized (the writer would otherwise
+	// keep them all until the transaction ends).
+	for i := 0; i < 50; i++ {
+		rows, err := tx.Query(ctx, nil, "SELECT id FROM t", nil, ChunkLimits{Rows: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rows.txCursor == 0 {
+			t.Fatal("a 100-row result in chunks of 10 did not open a cursor")
+		}
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := tx.Query(ctx, nil, "INSERT INTO t VALUES(1000) RETURNING id", nil, ChunkLimits{Rows: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, rows); len(got) != 1 || got[0][0] != int64(1000) {
+		t.Fatalf("INSERT ... RETURNING in a transaction's query: %v", got)
+	}
+	rows, err = tx.Query(ctx, nil, "SELECT 1; SELECT 2", nil, ChunkLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, rows); len(got) != 1 || got[0][0] != int64(2) {
+		t.Fatalf("two statements: %v (want the last one's rows, as Exec)", got)
+	}
+	if _, err := tx.Query(ctx, nil, "SELEC 1", nil, ChunkLimits{}); err == nil || !strings.Contains(err.Error(), "syntax error") {
+		t.Fatalf("bad SQL: %v", err)
+	}
+	if _, err := tx.Query(ctx, nil, "SELECT * FROM _tandem_requests", nil, ChunkLimits{}); err == nil {
+		t.Fatal("a transaction's query read an internal table")
+	}
+	if _, err := tx.Query(ctx, nil, "ATTACH 'other.db' AS o", nil, ChunkLimits{}); err == nil {
+		t.Fatal("a transaction's query ran ATTACH")
+	}
+	var se *sqlite.Error
+	if _, err := tx.Query(ctx, nil, "SELECT ?", nil, ChunkLimits{}); !errors.As(err, &se) {
+		t.Fatalf("missing argument: %v (want SQLite's error)", err)
+	}
+
+	open, err := tx.Query(ctx, nil, "SELECT id FROM t ORDER BY id", nil, ChunkLimits{Rows: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readChunk := make([]sqlite.Value, 1)
+	for range 10 {
+		if ok, err := open.Next(readChunk); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	if _, err := tx.Commit(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	// The commit closed the cursor's statement: reading on says the transaction is over.
+	if ok, err := open.Next(readChunk); ok || !errors.Is(err, ErrTxDone) {
+		t.Fatalf("cursor after commit: %v %v, want ErrTxDone", ok, err)
+	}
+	if err := open.Close(); err != nil {
+		t.Fatalf("Close after the end: %v", err)
+	}
+	if n := queryInt(t, s, "SELECT count(*) FROM t"); n != 101 {
+		t.Fatalf("%d rows after commit", n)
+	}
+}
+
+// The idle timeout counts from each chunk: a client that reads slowly but steadily keeps the
+// transaction; one that stops reading loses it, and its cursor says so.
+func TestTxQueryIdle(t *testing.T) {
+	f := newCluster(t, 1, func(o *Options) { o.TxIdleTimeout = 300 * time.Millisecond })
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 50) INSERT INTO t SELECT i FROM n")
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tx.Query(ctx, nil, "SELECT id FROM t", nil, ChunkLimits{Rows: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := make([]sqlite.Value, 1)
+	for i := range 6 { // 6 × 100 ms: twice the idle timeout in all
+		if ok, err := rows.Next(dst); !ok || err != nil {
+			t.Fatalf("row %d: %v %v", i, ok, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(600 * time.Millisecond)
+	for {
+		ok, err := rows.Next(dst)
+		if err != nil {
+			if !errors.Is(err, ErrTxTimeout) {
+				t.Fatalf("after the idle timeout: %v, want ErrTxTimeout", err)
+			}
+			break
+		}
+		if !ok {
+			t.Fatal("the cursor ended normally after its transaction timed out")
+		}
+	}
+}
