@@ -20,6 +20,7 @@ type config struct {
 	snapshotEvery uint64
 	tick          time.Duration
 	txIdle        time.Duration
+	maxEntryMiB   int
 }
 
 // WithAddress sets the address the node listens on for clients and peers (default
@@ -56,6 +57,14 @@ func WithSnapshotEvery(n uint64) Option { return func(c *config) { c.snapshotEve
 // ends it (default 30s): a read-write one holds its database's writer meanwhile, a read-only
 // one its snapshot (which keeps the SQLite WAL from being started again).
 func WithTxIdleTimeout(d time.Duration) Option { return func(c *config) { c.txIdle = d } }
+
+// WithMaxEntryMiB sets the largest change one write or transaction may make, in MiB of its
+// log entry (default 32). Every node writes and syncs an entry in one step of its Raft loop,
+// which sends no heartbeats meanwhile: a much larger one can cost the leader its leadership.
+// A write or transaction over it fails with SQLite's SQLITE_TOOBIG code and a message that
+// says so. Keep it at 31 or more: one row of the largest value (15 MiB) changed in place
+// carries its old and new value.
+func WithMaxEntryMiB(n int) Option { return func(c *config) { c.maxEntryMiB = n } }
 
 // WithTickInterval sets the Raft tick (default 100ms; election after 10 ticks).
 func WithTickInterval(d time.Duration) Option { return func(c *config) { c.tick = d } }

@@ -15,7 +15,12 @@ import (
 // threeRows starts 3 embedded nodes and writes the rows 1, 2, 3 into table t of database app.
 func threeRows(t *testing.T) ([]*tandem.Node, *sql.DB, context.Context) {
 	t.Helper()
-	nodes := startEmbedded(t, 3)
+	return threeRowsOn(t, startEmbedded(t, 3))
+}
+
+// threeRowsOn is threeRows on nodes started by the caller.
+func threeRowsOn(t *testing.T, nodes []*tandem.Node) ([]*tandem.Node, *sql.DB, context.Context) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	db, err := nodes[0].Open(ctx, "app")

@@ -181,7 +181,7 @@ func New(dir string, opts ...Option) (*Node, error) {
 
 	prop := &lazyProposer{}
 	n.st, err = store.Open(store.Options{Dir: filepath.Join(dir, "data"), NodeID: id, Logger: n.log, Proposer: prop,
-		TxIdleTimeout: cfg.txIdle})
+		TxIdleTimeout: cfg.txIdle, MaxEntryBytes: cfg.maxEntryMiB << 20})
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("tandem: open store: %w", err)

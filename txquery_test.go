@@ -20,7 +20,7 @@ func TestReadWriteTransactionStreamsLargeResults(t *testing.T) {
 	}
 	defer tx.Rollback()
 	// 8 rows of 512 KiB written in the transaction, read 6 times over: 24 MiB of rows from
-	// a 4 MiB entry (an entry that large is another matter: see docs/status.md).
+	// a 4 MiB entry: the test is about the rows, not about a large entry.
 	const rowsWritten, copies, size = 8, 6, 512 << 10
 	for i := range rowsWritten {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO blobs VALUES(?, zeroblob(?))`, i, size); err != nil {

@@ -66,6 +66,7 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"node", "oops", "--id", "1", "--data", "x"}, "unexpected arguments: oops"},
 		{[]string{"node", "--id", "1", "--data", "x", "extra"}, "unexpected arguments: extra"},
 		{[]string{"node", "--id", "1", "--data", "x", "--tx-idle-timeout", "0s"}, "--tx-idle-timeout must be positive"},
+		{[]string{"node", "--id", "1", "--data", "x", "--max-entry-mib", "0"}, "--max-entry-mib must be between 1 and 1024"},
 		{[]string{"cert", "--out", "x", "--valid", "-1h"}, "--valid must be positive"},
 		{[]string{"sql", "--timeout", "0s", "SELECT 1"}, "--timeout must be positive"},
 		{[]string{"cluster", "list", "--timeout", "-5s"}, "--timeout must be positive"},

@@ -41,6 +41,7 @@ func runNode(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 	join := fs.String("join", "", "comma-separated addresses of existing cluster nodes to join")
 	snapEvery := fs.Uint64("snapshot-every", 10000, "applied entries between snapshots (log compaction)")
 	txIdle := fs.Duration("tx-idle-timeout", 30*time.Second, "how long a transaction may stay without a statement before the node ends it")
+	maxEntry := fs.Int("max-entry-mib", 32, "largest change one write or transaction may make, in MiB of its log entry;\nlarger ones fail with SQLITE_TOOBIG (each entry stalls the Raft loop while it is synced)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	tf := addTLSFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -58,13 +59,16 @@ func runNode(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 	if *txIdle <= 0 {
 		return usageError{"--tx-idle-timeout must be positive"}
 	}
+	if *maxEntry < 1 || *maxEntry > 1024 {
+		return usageError{"--max-entry-mib must be between 1 and 1024"}
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return usageError{fmt.Sprintf("--log-level: %v", err)}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	opts := []tandem.Option{tandem.WithID(*id), tandem.WithAddress(*addr), tandem.WithLogger(logger), tandem.WithSnapshotEvery(*snapEvery),
-		tandem.WithTxIdleTimeout(*txIdle)}
+		tandem.WithTxIdleTimeout(*txIdle), tandem.WithMaxEntryMiB(*maxEntry)}
 	if *advertise != "" {
 		opts = append(opts, tandem.WithAdvertise(*advertise))
 	}

@@ -54,6 +54,23 @@ func (c *command) empty() bool {
 	return len(c.Changeset) == 0 && len(c.DDL) == 0 && len(c.SeqChanges) == 0 && !c.HasUserVersion
 }
 
+// size is about the length of c's encoding (an upper bound but for a few bytes per field),
+// computed without encoding it: the writer checks it against Options.MaxEntryBytes before
+// the request records, which are small, are added.
+func (c *command) size() int {
+	n := 64 + len(c.DB) + len(c.Changeset)
+	for _, d := range c.DDL {
+		n += len(d) + binary.MaxVarintLen64
+	}
+	for _, s := range c.SeqChanges {
+		n += len(s.Table) + 2*binary.MaxVarintLen64
+	}
+	for _, r := range c.Requests {
+		n += len(r.Result) + 3*binary.MaxVarintLen64
+	}
+	return n
+}
+
 // seqChange is a changed row of sqlite_sequence (Delete: the row went away).
 type seqChange struct {
 	Table  string

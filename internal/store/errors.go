@@ -60,8 +60,16 @@ var errReplaced = fmt.Errorf("%w: this node had fallen behind and replaced its d
 // SQLite result codes used for errors the store reports as a request's own error.
 const (
 	codeError          = 1
+	codeTooBig         = 18        // SQLITE_TOOBIG
 	codeConstraintNull = 19 | 5<<8 // SQLITE_CONSTRAINT_NOTNULL
 )
+
+// entryTooLarge is the error of a write or transaction whose entry would pass the limit.
+func entryTooLarge(size, limit int) *sqlite.Error {
+	return requestError(codeTooBig, fmt.Sprintf("tandem: the changes of this write or transaction "+
+		"take %.1f MiB, over the %.1f MiB one log entry may carry (the node's max entry size): "+
+		"split it into smaller writes or transactions", float64(size)/(1<<20), float64(limit)/(1<<20)))
+}
 
 // requestError makes an *sqlite.Error for a failure the store detects in a request.
 func requestError(code int, msg string) *sqlite.Error {

@@ -31,6 +31,13 @@ type Options struct {
 	// gives the batch up as "outcome unknown" (default 1m). Giving up is safe: a command
 	// applies only on the database state it was executed on (see doc.go).
 	ProposalTimeout time.Duration
+	// MaxEntryBytes bounds the log entry of one batch or transaction (default 32 MiB):
+	// every node writes and syncs an entry in one step of its Raft loop, which sends no
+	// heartbeat meanwhile (on the development VM a 64 MiB entry cost the leadership).
+	// A write or transaction over it fails with SQLITE_TOOBIG; requests batched with a
+	// large one are run again on their own. It must leave room for one row of
+	// MaxValueBytes changed in place (old and new values).
+	MaxEntryBytes int
 	// CheckpointFrames: a commit that leaves this many frames in a database's WAL starts a
 	// background checkpoint (default 16384, 64 MiB of 4 KiB pages; see checkpoint.go).
 	CheckpointFrames int
@@ -55,6 +62,9 @@ type Proposer interface {
 // node. Larger ones fail with SQLite's "string or blob too big". Only the writer has the
 // limit: followers apply whatever the log holds.
 const MaxValueBytes = 15 << 20
+
+// DefaultMaxEntryBytes is Options.MaxEntryBytes when unset.
+const DefaultMaxEntryBytes = 32 << 20
 
 // maxBatch caps the number of requests executed in one entry.
 const maxBatch = 256
@@ -146,6 +156,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 1024
+	}
+	if opts.MaxEntryBytes <= 0 {
+		opts.MaxEntryBytes = DefaultMaxEntryBytes
 	}
 	if opts.TxIdleTimeout <= 0 {
 		opts.TxIdleTimeout = 30 * time.Second

@@ -316,6 +316,9 @@ func (wr *writer) commitTx(t *Tx, term uint64, base effectsBase, sess *sqlite.Se
 	if requestID != 0 {
 		cmd.Requests = []requestRecord{{ClientID: t.clientID, RequestID: requestID, Result: encodeResult(nil, &res)}}
 	}
+	if size := cmd.size(); size > wr.s.opts.MaxEntryBytes {
+		return Result{}, entryTooLarge(size, wr.s.opts.MaxEntryBytes) // rolled back above
+	}
 	cmd.BaseIndex = base.index
 	index, err := wr.propose(term, cmd, 1, false)
 	if err != nil {

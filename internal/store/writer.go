@@ -120,6 +120,9 @@ type writer struct {
 
 	lastBatch int           // requests in the previous batch
 	lastRound time.Duration // how long the previous batch took, execution to apply
+	// solo: this many next batches hold one request each (the requests of a batch whose
+	// entry was too large, see tooLarge).
+	solo int
 	// unresolvedTerm is the last term in which this writer gave up waiting for a proposal
 	// that raft may still commit (ProposalTimeout, or Propose failing after all): until
 	// the writer's next entry of that term is applied, the outcome of the given-up one is
@@ -227,9 +230,15 @@ func (db *database) writerLoop() {
 			}
 			continue
 		}
-		wr.coalesce(coalesceWindow(wr.lastBatch, wr.lastRound))
+		limit := maxBatch
+		if wr.solo > 0 {
+			wr.solo--
+			limit = 1
+		} else {
+			wr.coalesce(coalesceWindow(wr.lastBatch, wr.lastRound))
+		}
 		n := 0
-		for n < len(wr.pending) && n < maxBatch && wr.pending[n].tx == nil && !wr.pending[n].lookup {
+		for n < len(wr.pending) && n < limit && wr.pending[n].tx == nil && !wr.pending[n].lookup {
 			n++
 		}
 		batch := append([]*job(nil), wr.pending[:n]...)
@@ -513,6 +522,18 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 		wr.answer(slots, wr.s.AppliedIndex(), nil)
 		return deferred
 	}
+	for _, sl := range slots {
+		if sl.executed && sl.j.req.RequestID != 0 {
+			cmd.Requests = append(cmd.Requests, requestRecord{
+				ClientID: sl.j.req.ClientID, RequestID: sl.j.req.RequestID, Result: encodeResult(nil, &sl.res)})
+		}
+	}
+	if size := cmd.size(); size > wr.s.opts.MaxEntryBytes {
+		if err := c.Exec("ROLLBACK"); err != nil {
+			return fatal(err)
+		}
+		return wr.tooLarge(slots, size, deferred)
+	}
 	// The executed transaction stays open (held) and becomes this node's apply of the entry
 	// (see waiter), except when the tests verify that applying the changeset reproduces the
 	// executed content: then it is rolled back and the changeset applied as on a follower.
@@ -521,12 +542,6 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 	if !held {
 		if err := c.Exec("ROLLBACK"); err != nil {
 			return fatal(err)
-		}
-	}
-	for _, sl := range slots {
-		if sl.executed && sl.j.req.RequestID != 0 {
-			cmd.Requests = append(cmd.Requests, requestRecord{
-				ClientID: sl.j.req.ClientID, RequestID: sl.j.req.RequestID, Result: encodeResult(nil, &sl.res)})
 		}
 	}
 	cmd.BaseIndex = base.index
@@ -545,6 +560,33 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 	}
 	wr.answer(slots, index, err)
 	return deferred
+}
+
+// tooLarge answers a batch whose entry would pass Options.MaxEntryBytes (its transaction is
+// rolled back, nothing was proposed). A request alone fails with the error; several go back
+// to the queue's head to run one per batch, so that only those too large on their own fail.
+func (wr *writer) tooLarge(slots []slot, size int, deferred []*job) []*job {
+	executed := 0
+	for _, sl := range slots {
+		if sl.executed {
+			executed++
+		}
+	}
+	if executed <= 1 {
+		tooBig := entryTooLarge(size, wr.s.opts.MaxEntryBytes)
+		for i := range slots {
+			slots[i].res = Result{Err: tooBig}
+		}
+		wr.answer(slots, 0, nil)
+		return deferred
+	}
+	again := make([]*job, 0, len(slots)+len(deferred))
+	for _, sl := range slots {
+		sl.j.state.Store(jobQueued) // nothing of it happened
+		again = append(again, sl.j)
+	}
+	wr.solo = len(again)
+	return append(again, deferred...)
 }
 
 // rollbackHeld ends a held transaction whose entry this node did not commit (it was skipped,
