@@ -68,6 +68,7 @@ type database struct {
 	poolClosed bool
 	poolFree   chan struct{}        // signalled when a connection is returned
 	readTxs    map[*ReadTx]struct{} // open read-only transactions (ended by close)
+	spareTx    []*readConn          // connections of ended read-only transactions (readtx.go)
 }
 
 func openDatabase(s *Store, name string) (*database, error) {
@@ -144,8 +145,8 @@ func (db *database) close(why error) error {
 	db.failQueued(ErrClosed)
 	db.poolMu.Lock()
 	db.poolClosed = true
-	idle := db.idle
-	db.idle = nil
+	idle := append(db.idle, db.spareTx...)
+	db.idle, db.spareTx = nil, nil
 	var rtxs []*ReadTx
 	for t := range db.readTxs {
 		rtxs = append(rtxs, t)

@@ -213,6 +213,8 @@ func (r *Rows) Close() error {
 		defer r.rtx.mu.Unlock()
 		if r.rtx.conn == nil {
 			r.forget()
+		} else {
+			delete(r.rtx.rows, r)
 		}
 		// The idle timeout skips its turn while t.mu is held (ReadTx.expire).
 		defer r.rtx.rearm()
@@ -226,8 +228,8 @@ func (r *Rows) Close() error {
 	return r.release()
 }
 
-// forget drops the statement of a read-only transaction that has ended: closing its
-// connection finalized it.
+// forget drops the statement of a read-only transaction that has ended: the end finalized
+// it (and stopped its interrupt).
 func (r *Rows) forget() {
 	if r.stop != nil {
 		r.stop()

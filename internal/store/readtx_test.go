@@ -287,3 +287,91 @@ func TestReadTxLongQueryIsNotIdle(t *testing.T) {
 		t.Fatalf("after 300 ms idle: %v, want ErrTxTimeout", err)
 	}
 }
+
+// slowCount is a query that runs for a while: ~100 ms on the development VM, ~0.5 s with
+// the race detector, which slows SQLite's translated C down more than most code.
+func slowCount() string {
+	n := 400000
+	if raceEnabled {
+		n = 40000
+	}
+	return fmt.Sprintf("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < %d) SELECT count(*) FROM n", n)
+}
+
+// The connection of an ended read-only transaction serves the next one: with a snapshot of
+// its own start, and out of reach of what was aimed at the one before (a second End, an
+// open result's context ending), which would otherwise interrupt the next one's queries.
+func TestReadTxConnectionReuse(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+	mustExec(t, s, "INSERT INTO t VALUES(1), (2), (3)")
+	ctx := context.Background()
+
+	a, err := s.BeginRead(ctx, testDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aConn := a.conn
+	// An open result whose context ends only after a has ended.
+	rowsCtx, cancelRows := context.WithCancel(ctx)
+	defer cancelRows()
+	open, err := a.Query(rowsCtx, "SELECT id FROM t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readCount(t, a); got != 3 {
+		t.Fatalf("a counts %d", got)
+	}
+	a.End()
+	mustExec(t, s, "INSERT INTO t VALUES(4)")
+
+	b, err := s.BeginRead(ctx, testDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.End()
+	if b.conn != aConn {
+		t.Fatal("b did not get a's connection: nothing here tests its reuse")
+	}
+	if got := readCount(t, b); got != 4 {
+		t.Fatalf("b counts %d rows, want 4 (a snapshot of its own start)", got)
+	}
+	for name, aim := range map[string]func(){
+		"a ended again":           func() { a.end(ErrClosed) },
+		"a's result context ends": cancelRows,
+	} {
+		done := make(chan error, 1)
+		go func() {
+			r, err := b.Query(ctx, slowCount(), nil)
+			if err == nil {
+				dst := make([]sqlite.Value, 1)
+				_, err = r.Next(dst)
+				r.Close()
+			}
+			done <- err
+		}()
+		// Aim at a again and again while b's query runs.
+		var err error
+	aiming:
+		for {
+			select {
+			case err = <-done:
+				break aiming
+			case <-time.After(time.Millisecond):
+				aim()
+			}
+		}
+		if err != nil {
+			t.Fatalf("%s: b's query failed: %v", name, err)
+		}
+	}
+	// The open result of a says a ended.
+	dst := make([]sqlite.Value, 1)
+	if ok, err := open.Next(dst); ok || !errors.Is(err, ErrTxDone) {
+		t.Fatalf("a's result after a ended: %v %v", ok, err)
+	}
+	if err := open.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
