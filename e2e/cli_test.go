@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -349,6 +352,21 @@ SELECT msg FROM log ORDER BY rowid;
 		c.start(p3)
 		stopsByItself("a restart of the removed node")
 		p3.cmd = nil
+
+		// A node the cluster refuses to add (here: it has the ID of a live member) exits with
+		// status 3, which a supervisor can be told not to restart it for.
+		dup := &proc{id: 2, addr: freeAddrs(t, 1)[0], data: filepath.Join(t.TempDir(), "dup"), mu: &sync.Mutex{}, log: &bytes.Buffer{}}
+		dup.args = append([]string{"node", "--id", "2", "--addr", dup.addr, "--data", dup.data, "--join", c.nodes[0].addr}, c.extra...)
+		c.start(dup)
+		select {
+		case <-dup.done:
+		case <-time.After(30 * time.Second):
+			c.kill(dup)
+			t.Fatalf("a node with a taken ID still runs after 30 s:\n%s", tail(dup.logText(), 2048))
+		}
+		if code := dup.cmd.ProcessState.ExitCode(); code != 3 {
+			t.Errorf("a refused node exited with status %d, want 3:\n%s", code, tail(dup.logText(), 2048))
+		}
 	})
 
 	run(t, "stale", func(t *testing.T) {

@@ -33,6 +33,20 @@ func commands() []command {
 	}
 }
 
+// exitRefused is the exit status of a node the cluster refused to add (its ID or address is
+// taken, or its ID was removed): starting it again unchanged is refused again, so a
+// supervisor should not restart it (systemd: RestartPreventExitStatus=3).
+const exitRefused = 3
+
+// exitError makes the command exit with code instead of 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
+
 // usageError marks a bad command line: it exits with status 2, like flag's own errors.
 type usageError struct{ msg string }
 
@@ -58,6 +72,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		err := c.run(ctx, args[1:], stdin, stdout, stderr)
 		var ue usageError
+		var ee exitError
 		switch {
 		case err == nil:
 			return 0
@@ -66,6 +81,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		case errors.As(err, &ue):
 			fmt.Fprintf(stderr, "tandem %s: %v\n(see tandem %s --help)\n", c.name, err, c.name)
 			return 2
+		case errors.As(err, &ee):
+			fmt.Fprintf(stderr, "tandem %s: %v\n", c.name, err)
+			return ee.code
 		default:
 			fmt.Fprintf(stderr, "tandem %s: %v\n", c.name, err)
 			return 1

@@ -33,7 +33,9 @@ func runNode(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 			"With an empty --data directory and no --join it bootstraps a new cluster; with --join it asks\n"+
 			"the named nodes to add it (as a learner, promoted to voter once caught up); a restart reuses\n"+
 			"the --data directory and ignores --join. A node that is removed from the cluster\n"+
-			"(tandem cluster remove) stops by itself and exits with status 0, keeping its --data.", stderr)
+			"(tandem cluster remove) stops by itself and exits with status 0, keeping its --data; one the\n"+
+			"cluster refuses to add (its --id or --addr is taken, or its ID was removed) exits with status 3,\n"+
+			"which a supervisor should not restart it for.", stderr)
 	id := fs.Uint64("id", 0, "node ID, unique in the cluster, not 0 (required)")
 	addr := fs.String("addr", "127.0.0.1:9001", "address to listen on for clients and peers")
 	advertise := fs.String("advertise", "", "address others use to reach this node (default: --addr)")
@@ -97,6 +99,10 @@ func runNode(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 			logger.Warn("this node was removed from the cluster and has stopped; its data directory is kept",
 				"data", *data, "to rejoin", "start it with an empty --data, a new --id and --join")
 			return nil
+		}
+		if errors.Is(node.Err(), tandem.ErrJoinRefused) {
+			// Starting it again as it is would be refused again: a supervisor should not.
+			return exitError{code: exitRefused, err: node.Err()}
 		}
 		return node.Err()
 	}
