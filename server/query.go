@@ -49,21 +49,11 @@ func (c *cursor) page(maxRows, maxBytes int) (rows [][]wire.Value, done bool, er
 		row := make([]wire.Value, len(c.buf))
 		for i, v := range c.buf {
 			row[i] = v
-			size += valueSize(v)
+			size += store.ValueBytes(v)
 		}
 		rows = append(rows, row)
 	}
 	return rows, false, nil
-}
-
-func valueSize(v sqlite.Value) int {
-	switch x := v.(type) {
-	case string:
-		return len(x) + 8
-	case []byte:
-		return len(x) + 8
-	}
-	return 8
 }
 
 // query serves a read at the consistency the client asked for.

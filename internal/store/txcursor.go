@@ -212,15 +212,16 @@ func readChunk(c *sqlite.Conn, st *sqlite.Stmt, ctx context.Context, limits Chun
 		row := make([]sqlite.Value, st.ColumnCount())
 		for i := range row {
 			row[i] = st.Column(i)
-			size += valueBytes(row[i])
+			size += ValueBytes(row[i])
 		}
 		ch.rows = append(ch.rows, row)
 	}
 	return ch, nil
 }
 
-// valueBytes is what a value counts towards a chunk's byte limit (as the server counts a page).
-func valueBytes(v sqlite.Value) int {
+// ValueBytes is what a value counts towards the byte limit of a page of rows (the server's)
+// or of a chunk of a transaction's cursor.
+func ValueBytes(v sqlite.Value) int {
 	switch x := v.(type) {
 	case string:
 		return len(x) + 8
