@@ -93,7 +93,7 @@ func TestEmbeddedCluster(t *testing.T) {
 func tlsIdentity(t *testing.T) (server, client *tls.Config) {
 	t.Helper()
 	dir := t.TempDir()
-	if err := tlsconfig.WriteFiles(dir, []string{"n"}, []string{"127.0.0.1"}, time.Hour); err != nil {
+	if _, err := tlsconfig.WriteFiles(dir, []string{"n"}, []string{"127.0.0.1"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	srv, cli, err := tandem.LoadTLS(filepath.Join(dir, "n.pem"), filepath.Join(dir, "n-key.pem"), filepath.Join(dir, "ca.pem"))

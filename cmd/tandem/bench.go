@@ -101,7 +101,7 @@ func startBenchCluster(ctx context.Context, stderr io.Writer, withTLS benchClust
 	b := &benchNodes{dir: dir}
 	if withTLS {
 		b.certs = filepath.Join(dir, "certs")
-		if err := tlsconfig.WriteFiles(b.certs, []string{"n1", "n2", "n3", "client"}, []string{"127.0.0.1", "localhost"}, 24*time.Hour); err != nil {
+		if _, err := tlsconfig.WriteFiles(b.certs, []string{"n1", "n2", "n3", "client"}, []string{"127.0.0.1", "localhost"}, 24*time.Hour); err != nil {
 			return nil, nil, err
 		}
 		if _, b.clientTLS, err = tandem.LoadTLS(filepath.Join(b.certs, "client.pem"), filepath.Join(b.certs, "client-key.pem"), filepath.Join(b.certs, "ca.pem")); err != nil {

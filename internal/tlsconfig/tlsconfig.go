@@ -180,43 +180,94 @@ func caLifetime(valid time.Duration) time.Duration {
 	return max(10*valid, 10*365*24*time.Hour)
 }
 
-// WriteFiles writes a CA and one certificate for each named node into dir:
-// ca.pem, ca-key.pem, and NAME.pem / NAME-key.pem. Existing files are not overwritten.
-func WriteFiles(dir string, names []string, hosts []string, valid time.Duration) error {
+// LoadAuthority reads a CA written by WriteFiles (ca.pem, ca-key.pem in dir).
+func LoadAuthority(dir string) (*Authority, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca-key.pem"))
+	if err != nil {
+		return nil, err
+	}
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil || cb.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no PEM certificate", filepath.Join(dir, "ca.pem"))
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "ca.pem"), err)
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("%s is not a CA certificate", filepath.Join(dir, "ca.pem"))
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil || kb.Type != "EC PRIVATE KEY" {
+		return nil, fmt.Errorf("%s: no PEM EC private key", filepath.Join(dir, "ca-key.pem"))
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "ca-key.pem"), err)
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("%s does not belong to %s", filepath.Join(dir, "ca-key.pem"), filepath.Join(dir, "ca.pem"))
+	}
+	return &Authority{Cert: cert, Key: key, CertPEM: certPEM}, nil
+}
+
+// WriteFiles writes one certificate for each named node into dir, NAME.pem and NAME-key.pem,
+// signed by the CA in dir (ca.pem, ca-key.pem); without one it makes the CA first. It
+// reports whether it made a CA. Existing files are not overwritten.
+func WriteFiles(dir string, names []string, hosts []string, valid time.Duration) (newCA bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
+		return false, fmt.Errorf("create %s: %w", dir, err)
 	}
-	ca, err := NewAuthority("tandem CA", caLifetime(valid))
-	if err != nil {
-		return err
+	files := map[string][]byte{}
+	_, certErr := os.Stat(filepath.Join(dir, "ca.pem"))
+	_, keyErr := os.Stat(filepath.Join(dir, "ca-key.pem"))
+	var ca *Authority
+	switch {
+	case certErr == nil && keyErr == nil:
+		if ca, err = LoadAuthority(dir); err != nil {
+			return false, fmt.Errorf("the CA in %s: %w", dir, err)
+		}
+	case certErr == nil || keyErr == nil:
+		return false, fmt.Errorf("%s holds only one of ca.pem and ca-key.pem: a CA needs both", dir)
+	default:
+		if ca, err = NewAuthority("tandem CA", caLifetime(valid)); err != nil {
+			return false, err
+		}
+		caKey, err := x509.MarshalECPrivateKey(ca.Key)
+		if err != nil {
+			return false, err
+		}
+		files["ca.pem"] = ca.CertPEM
+		files["ca-key.pem"] = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: caKey})
+		newCA = true
 	}
-	caKey, err := x509.MarshalECPrivateKey(ca.Key)
-	if err != nil {
-		return err
-	}
-	files := map[string][]byte{
-		"ca.pem":     ca.CertPEM,
-		"ca-key.pem": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: caKey}),
+	if time.Until(ca.Cert.NotAfter) < valid {
+		return false, fmt.Errorf("the CA in %s expires on %s, before certificates valid for %v would: "+
+			"make a new CA in another directory (and roll it out to every node)", dir, ca.Cert.NotAfter.Format(time.DateOnly), valid)
 	}
 	for _, n := range names {
 		c, k, err := ca.Issue(n, hosts, valid)
 		if err != nil {
-			return err
+			return false, err
 		}
 		files[n+".pem"] = c
 		files[n+"-key.pem"] = k
 	}
 	for name := range files {
 		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
-			return fmt.Errorf("%s already exists: refusing to overwrite", filepath.Join(dir, name))
+			return false, fmt.Errorf("%s already exists: refusing to overwrite", filepath.Join(dir, name))
 		}
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
+			return false, fmt.Errorf("write %s: %w", name, err)
 		}
 	}
-	return nil
+	return newCA, nil
 }
 
 func serialNumber() (*big.Int, error) {

@@ -1,6 +1,7 @@
 package tlsconfig
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -16,10 +17,10 @@ import (
 // that an identity from another CA is refused, and that a second connection resumes the session.
 func TestMutualTLSAndResumption(t *testing.T) {
 	dir := t.TempDir()
-	if err := WriteFiles(dir, []string{"n1", "n2"}, []string{"127.0.0.1", "localhost"}, time.Hour); err != nil {
+	if _, err := WriteFiles(dir, []string{"n1", "n2"}, []string{"127.0.0.1", "localhost"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteFiles(dir, []string{"n1"}, nil, time.Hour); err == nil {
+	if _, err := WriteFiles(dir, []string{"n1"}, nil, time.Hour); err == nil {
 		t.Fatal("WriteFiles overwrote existing files")
 	}
 	load := func(name, caDir string) Configs {
@@ -76,7 +77,7 @@ func TestMutualTLSAndResumption(t *testing.T) {
 	}
 
 	other := t.TempDir()
-	if err := WriteFiles(other, []string{"x"}, []string{"127.0.0.1"}, time.Hour); err != nil {
+	if _, err := WriteFiles(other, []string{"x"}, []string{"127.0.0.1"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	stranger, err := Load(Files{Cert: filepath.Join(other, "x.pem"), Key: filepath.Join(other, "x-key.pem"), CA: filepath.Join(other, "ca.pem")})
@@ -105,7 +106,7 @@ func TestLoadErrors(t *testing.T) {
 // The CA outlives the certificates it signs (it expired with them before).
 func TestCAOutlivesItsCertificates(t *testing.T) {
 	dir := t.TempDir()
-	if err := WriteFiles(dir, []string{"n"}, []string{"127.0.0.1"}, time.Hour); err != nil {
+	if _, err := WriteFiles(dir, []string{"n"}, []string{"127.0.0.1"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	notAfter := func(name string) time.Time {
@@ -133,12 +134,62 @@ func TestCAOutlivesItsCertificates(t *testing.T) {
 // An expired certificate is refused when it is loaded, not when a peer first refuses it.
 func TestLoadRefusesAnExpiredCertificate(t *testing.T) {
 	dir := t.TempDir()
-	if err := WriteFiles(dir, []string{"n"}, []string{"127.0.0.1"}, time.Second); err != nil {
+	if _, err := WriteFiles(dir, []string{"n"}, []string{"127.0.0.1"}, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1100 * time.Millisecond)
 	_, err := Load(Files{Cert: filepath.Join(dir, "n.pem"), Key: filepath.Join(dir, "n-key.pem"), CA: filepath.Join(dir, "ca.pem")})
 	if err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("expired certificate: %v, want an error saying it expired", err)
+	}
+}
+
+// A second WriteFiles in the same directory signs the new names with the CA already there
+// (a node added to a cluster needs a certificate its peers trust), and refuses a CA that is
+// incomplete or expires too soon.
+func TestWriteFilesWithExistingCA(t *testing.T) {
+	dir := t.TempDir()
+	if newCA, err := WriteFiles(dir, []string{"n1"}, []string{"127.0.0.1"}, time.Hour); err != nil || !newCA {
+		t.Fatalf("first WriteFiles: new CA %v, %v", newCA, err)
+	}
+	caBefore, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newCA, err := WriteFiles(dir, []string{"n4"}, []string{"127.0.0.1"}, time.Hour); err != nil || newCA {
+		t.Fatalf("WriteFiles with a CA in the directory: new CA %v, %v", newCA, err)
+	}
+	caAfter, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil || !bytes.Equal(caBefore, caAfter) {
+		t.Fatalf("ca.pem changed (%v)", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caAfter)
+	for _, name := range []string{"n1", "n4"} {
+		b, err := os.ReadFile(filepath.Join(dir, name+".pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(b)
+		cert, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Fatalf("%s does not verify against the CA: %v", name, err)
+		}
+	}
+
+	if _, err := WriteFiles(dir, []string{"n5"}, nil, 20*365*24*time.Hour); err == nil || !strings.Contains(err.Error(), "expires") {
+		t.Fatalf("certificates outliving the CA: %v", err)
+	}
+	if err := os.Remove(filepath.Join(dir, "ca-key.pem")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteFiles(dir, []string{"n6"}, nil, time.Hour); err == nil || !strings.Contains(err.Error(), "only one of") {
+		t.Fatalf("a CA without its key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "n6.pem")); err == nil {
+		t.Fatal("a certificate was written without a usable CA")
 	}
 }
