@@ -49,9 +49,12 @@ type Conn struct {
 	// each commit; 0 until TrackWALFrames.
 	walFrames uintptr
 
-	imu  sync.Mutex // guards idb and itls against Close
-	idb  uintptr    // db while open, 0 after Close
-	itls *libc.TLS  // TLS for Interrupt, which runs on other goroutines
+	imu sync.Mutex // guards idb, itls and cancelFlag against Close
+	// cancelFlag is C memory (an int32) that CancelOn's progress handler reads; 0 until the
+	// first CancelOn.
+	cancelFlag uintptr
+	idb        uintptr   // db while open, 0 after Close
+	itls       *libc.TLS // TLS for Interrupt, which runs on other goroutines
 }
 
 // Open opens (creating it unless ReadOnly) the database file at path, in WAL
@@ -183,6 +186,8 @@ func (c *Conn) Close() error {
 	c.idb = 0
 	itls := c.itls
 	c.itls = nil
+	cancelFlag := c.cancelFlag
+	c.cancelFlag = 0
 	c.imu.Unlock()
 
 	for s := range c.sessions {
@@ -206,6 +211,9 @@ func (c *Conn) Close() error {
 	if c.walFrames != 0 {
 		lib.Xsqlite3_free(c.tls, c.walFrames)
 		c.walFrames = 0
+	}
+	if cancelFlag != 0 {
+		lib.Xsqlite3_free(c.tls, cancelFlag)
 	}
 	c.tls.Close()
 	if itls != nil {
@@ -428,16 +436,20 @@ func (c *Conn) Interrupt() {
 // run after stop (a plain context.AfterFunc may still be about to call Interrupt when its
 // stop returns false). An interrupt that lands between statements is cleared by the next
 // statement to start, provided every statement on c has been reset or closed by then.
+// Stop may be called more than once.
 func (c *Conn) InterruptOn(ctx context.Context) (stop func()) {
 	landed := make(chan struct{})
 	stopAfter := context.AfterFunc(ctx, func() {
 		c.Interrupt()
 		close(landed)
 	})
+	var once sync.Once
 	return func() {
-		if !stopAfter() {
-			<-landed
-		}
+		once.Do(func() {
+			if !stopAfter() {
+				<-landed
+			}
+		})
 	}
 }
 

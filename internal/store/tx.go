@@ -235,7 +235,7 @@ func (wr *writer) runTx(j *job) {
 				end(err)
 				return
 			}
-			stop := c.InterruptOn(op.ctx)
+			stop := c.CancelOn(op.ctx)
 			out := w.run(op.sql, op.args, sess.IsEmpty, true)
 			stop()
 			undo := "RELEASE tandem_stmt"

@@ -188,7 +188,7 @@ func (cs *txCursors) close(id uint64) {
 // the columns are read too (after the first step: a statement SQLite prepared again after a
 // schema change may have other columns).
 func readChunk(c *sqlite.Conn, st *sqlite.Stmt, ctx context.Context, limits ChunkLimits, first bool) (*txChunk, error) {
-	stop := c.InterruptOn(ctx)
+	stop := c.CancelOn(ctx) // not InterruptOn: its flag would stay set while the cursor is open
 	defer stop()
 	ch := &txChunk{}
 	size := 0

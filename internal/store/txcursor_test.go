@@ -209,3 +209,43 @@ func TestTxQueryIdle(t *testing.T) {
 		}
 	}
 }
+
+// A statement of the transaction cancelled (its request's context ended) while a cursor is
+// open fails alone: the cursor reads on, another cancelled query leaves it alone too, and
+// the transaction goes on. (With sqlite3_interrupt the connection's flag stayed set while the
+// cursor was active and failed all of them; found by a review on 2026-12-03.)
+func TestTxCancelWithOpenCursor(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 100) INSERT INTO t SELECT i FROM n")
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.Query(ctx, nil, "SELECT id FROM t ORDER BY id", nil, ChunkLimits{Rows: 10})
+	if err != nil || rows.txCursor == 0 {
+		t.Fatalf("no cursor: %v", err)
+	}
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+		t.Cleanup(cancel)
+		return c
+	}
+	res, err := tx.Exec(short(), slowCount(), nil)
+	if err != nil || !errors.Is(res.Err, sqlite.ErrInterrupt) {
+		t.Fatalf("the cancelled statement: %v %v, want its own ErrInterrupt", err, res.Err)
+	}
+	if _, err := tx.Query(short(), nil, slowCount(), nil, ChunkLimits{}); !errors.Is(err, sqlite.ErrInterrupt) {
+		t.Fatalf("the cancelled query: %v, want ErrInterrupt", err)
+	}
+	if got := readAll(t, rows); len(got) != 100 {
+		t.Fatalf("the open cursor after two cancels: %d rows, want 100", len(got))
+	}
+	mustTxExec(t, tx, "INSERT INTO t VALUES(1000)")
+	if _, err := tx.Commit(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+}

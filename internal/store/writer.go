@@ -473,7 +473,7 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 		// The connection serves every client: a request that inserts nothing must not
 		// report the rowid of another's insert.
 		c.SetLastInsertRowID(0)
-		stop := c.InterruptOn(j.ctx)
+		stop := c.CancelOn(j.ctx)
 		out := w.run(j.req.SQL, j.req.Args, sess.IsEmpty, executed == 0)
 		stop()
 		if out.res.Err != nil || out.again {
