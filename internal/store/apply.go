@@ -204,8 +204,12 @@ func (s *Store) applyCommand(t *applyTx, index uint64, cmd *command) error {
 			return fmt.Errorf("schema change %q: %w", ddl, err)
 		}
 	}
-	if len(cmd.Changeset) > 0 {
-		if err := c.ApplyChangeset(cmd.Changeset); err != nil {
+	cs, err := withoutStatTables(cmd.Changeset)
+	if err != nil {
+		return fmt.Errorf("changeset: %w", err)
+	}
+	if len(cs) > 0 {
+		if err := c.ApplyChangeset(cs); err != nil {
 			return fmt.Errorf("changeset: %w", err)
 		}
 	}

@@ -210,6 +210,21 @@ func (w *wconn) run(text string, args []sqlite.Value, sessionEmpty func() bool, 
 		if !ddlKw {
 			continue
 		}
+		if kw == "ANALYZE" {
+			// Statistics do not travel as rows (isStatTable): every node runs the statement
+			// itself, as the entry's first schema change, on the same content. It goes first
+			// in its entry like any schema change.
+			if !first {
+				out.again = true
+				return out
+			}
+			if err := c.Exec("RELEASE tandem_ddl"); err != nil {
+				return fail(err)
+			}
+			out.schemaChanged = true
+			out.ddl = append(out.ddl, sqlText)
+			continue
+		}
 		sv1, err := c.SchemaVersion()
 		if err != nil {
 			return fail(err)

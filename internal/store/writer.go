@@ -698,7 +698,7 @@ func (wr *writer) endEffects(sess *sqlite.Session, base effectsBase) (*command, 
 	if err != nil {
 		return nil, err
 	}
-	if cs, err = dropTables(cs, isSequenceTable); err != nil {
+	if cs, err = dropTables(cs, notReplicated); err != nil {
 		return nil, err
 	}
 	cmd := &command{DB: wr.db.name, Changeset: cs, SeqChanges: seqDiff(base.seq, seqAfter)}
