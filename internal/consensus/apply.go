@@ -137,6 +137,14 @@ func (n *Node) applyConfChange(e *raftpb.Entry) bool {
 	for _, id := range append(append([]uint64{}, n.ap.conf.GetVoters()...), n.ap.conf.GetLearners()...) {
 		before[id] = true
 	}
+	if leavesNoVoter(n.ap.conf, cc) {
+		// raft panics on a configuration without voters, on every restart once the entry is
+		// committed. RemoveMember refuses to propose one; an entry of an earlier build may
+		// hold it. raft is not told of it (an empty change would mean "leave a joint
+		// configuration"), which leaves its configuration as it was.
+		n.log.Error("ignoring a committed configuration change that would leave no voter", "index", e.GetIndex())
+		return false
+	}
 	notices := n.removalNotices(cc, e.GetIndex())
 	cs := n.raft.ApplyConfChange(cc)
 	var mc memberContext
@@ -168,6 +176,26 @@ func (n *Node) applyConfChange(e *raftpb.Entry) bool {
 		}
 	}
 	return false
+}
+
+// leavesNoVoter reports whether applying cc to conf leaves no voter.
+func leavesNoVoter(conf *raftpb.ConfState, cc raftpb.ConfChangeI) bool {
+	voters := map[uint64]bool{}
+	for _, id := range conf.GetVoters() {
+		voters[id] = true
+	}
+	if len(voters) == 0 {
+		return false // the bootstrap's first configuration
+	}
+	for _, c := range cc.AsV2().GetChanges() {
+		switch c.GetType() {
+		case raftpb.ConfChangeAddNode:
+			voters[c.GetNodeId()] = true
+		case raftpb.ConfChangeRemoveNode, raftpb.ConfChangeAddLearnerNode:
+			delete(voters, c.GetNodeId())
+		}
+	}
+	return len(voters) == 0
 }
 
 // removalNotices tells the members that cc removes that they are out, when this node leads.

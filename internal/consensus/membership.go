@@ -147,8 +147,18 @@ func (n *Node) addrOfLocked(id uint64) string {
 // Removing the leader itself works (it steps down); transferring leadership first is kinder.
 func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 	n.mu.Lock()
-	_, member := n.roleLocked(id)
+	role, member := n.roleLocked(id)
+	voters := 0
+	for _, m := range n.membersLocked() {
+		if m.Role == RoleVoter {
+			voters++
+		}
+	}
 	n.mu.Unlock()
+	if member && role == RoleVoter && voters == 1 {
+		// raft cannot run without a voter: the entry would panic every node that applies it.
+		return fmt.Errorf("%w: node %d is the only voter; a cluster without voters can decide nothing (add another voter first, or stop the node)", ErrMembership, id)
+	}
 	if !member {
 		if f := n.formers.Load(); f != nil {
 			if _, ok := (*f)[id]; ok {

@@ -817,3 +817,28 @@ func TestWipedMemberReportsItsLostLog(t *testing.T) {
 	// The others carry on.
 	c.propose("after")
 }
+
+// Removing the only voter is refused (raft panics on a configuration without voters, and
+// the committed entry panicked the node on every restart; found by a QA pass on
+// 2026-12-03), and such an entry already in a log is applied as no change.
+func TestRemovingTheLastVoter(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.node(1).RemoveMember(ctx, 1); !errors.Is(err, ErrMembership) || !strings.Contains(err.Error(), "only voter") {
+		t.Fatalf("removing the only voter: %v, want ErrMembership", err)
+	}
+	// The entry an earlier build proposed, straight to raft.
+	if err := c.node(1).raft.ProposeConfChange(ctx, confChange(raftpb.ConfChangeRemoveNode, 1, "")); err != nil {
+		t.Fatal(err)
+	}
+	c.proposeAll(seq("after", 0, 3)) // applied after the conf change: the node still runs
+	c.stop(1)
+	c.start(1, false) // replays it
+	c.leader(1)
+	c.proposeAll(seq("restarted", 0, 2))
+	if st := c.node(1).Status(); len(st.Members) != 1 || st.Members[0].Role != RoleVoter {
+		t.Fatalf("members after the ignored removal: %+v", st.Members)
+	}
+}
