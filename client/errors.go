@@ -29,7 +29,9 @@ const (
 	// unknown", was not committed; the leader said so after checking (see Tx.Commit).
 	ErrNotCommitted = wire.CodeNotCommitted
 	// ErrTxAborted: the server rolled the transaction back (its node lost leadership, or
-	// another leader's entry for the database came first); run the transaction again.
+	// another leader's entry for the database came first: run the transaction again; or a
+	// statement of it rolled it back: ON CONFLICT ROLLBACK, RAISE(ROLLBACK), a write
+	// cancelled mid-way).
 	ErrTxAborted = wire.CodeTxAborted
 )
 

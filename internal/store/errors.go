@@ -36,8 +36,11 @@ var (
 	// ErrTxDone: the transaction was already committed or rolled back.
 	ErrTxDone = errors.New("store: transaction already finished")
 	// ErrTxAborted: the transaction was rolled back because this node lost leadership (or an
-	// entry from another leader had to be applied); nothing of it was committed.
-	ErrTxAborted = errors.New("store: transaction aborted by a leadership change")
+	// entry from another leader had to be applied; errLeadershipAbort), or because one of
+	// its statements rolled it back (ON CONFLICT ROLLBACK, RAISE(ROLLBACK), a write
+	// cancelled mid-way); nothing of it was committed.
+	ErrTxAborted       = errors.New("store: transaction aborted")
+	errLeadershipAbort = fmt.Errorf("%w by a leadership change", ErrTxAborted)
 	// ErrNotCommitted: Outcome found no record of the request on the leader, after every
 	// entry of earlier leaders was applied and with no transaction of this database open or
 	// committing: it was not committed and never will be.

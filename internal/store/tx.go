@@ -177,7 +177,9 @@ func (wr *writer) runTx(j *job) {
 			sess.Close()
 			sess = nil
 		}
-		if rerr := c.Exec("ROLLBACK"); rerr != nil {
+		if c.Autocommit() {
+			// A statement of it rolled it back already.
+		} else if rerr := c.Exec("ROLLBACK"); rerr != nil {
 			s.log.Warn("store: rollback of interactive transaction", "db", wr.db.name, "err", rerr)
 			wr.resetConn()
 		}
@@ -189,7 +191,7 @@ func (wr *writer) runTx(j *job) {
 	lost, changed := s.leaderLost(term)
 	for {
 		if lost {
-			end(ErrTxAborted)
+			end(errLeadershipAbort)
 			return
 		}
 		select {
@@ -238,6 +240,15 @@ func (wr *writer) runTx(j *job) {
 			stop := c.CancelOn(op.ctx)
 			out := w.run(op.sql, op.args, sess.IsEmpty, true)
 			stop()
+			if c.Autocommit() {
+				// The statement ended the whole transaction (ON CONFLICT ROLLBACK,
+				// RAISE(ROLLBACK), a write cancelled mid-way): say so with its own error.
+				res := out.res
+				res.Err = rolledBackBy(res.Err)
+				op.reply <- jobResult{res: res}
+				end(fmt.Errorf("%w: a statement of it rolled it back: %s", ErrTxAborted, res.Err.Msg))
+				return
+			}
 			undo := "RELEASE tandem_stmt"
 			if out.res.Err != nil {
 				undo = "ROLLBACK TO tandem_stmt; RELEASE tandem_stmt"
@@ -248,8 +259,8 @@ func (wr *writer) runTx(j *job) {
 				return
 			}
 			if wr.preempted() {
-				op.reply <- jobResult{res: Result{}, err: ErrTxAborted}
-				end(ErrTxAborted)
+				op.reply <- jobResult{res: Result{}, err: errLeadershipAbort}
+				end(errLeadershipAbort)
 				return
 			}
 			if out.res.Err == nil {
@@ -264,7 +275,7 @@ func (wr *writer) runTx(j *job) {
 			end(ErrTxDone)
 			return
 		case <-wr.db.preemptC:
-			end(ErrTxAborted)
+			end(errLeadershipAbort)
 			return
 		case <-changed:
 			lost, changed = s.leaderLost(term)
@@ -273,6 +284,16 @@ func (wr *writer) runTx(j *job) {
 			return
 		}
 	}
+}
+
+// rolledBackBy is the error of a statement that rolled back its whole transaction.
+func rolledBackBy(err *sqlite.Error) *sqlite.Error {
+	if err == nil {
+		return requestError(codeError, "tandem: the statement rolled back the transaction")
+	}
+	e := *err
+	e.Msg += " (the statement rolled back the whole transaction)"
+	return &e
 }
 
 // commitTx turns the open transaction into one entry. sess is closed in every case.

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -440,5 +441,110 @@ func TestOutcomeAfterTheWriterGaveUp(t *testing.T) {
 				t.Fatalf("late entry: outcome %v, %d rows", err, rows)
 			}
 		})
+	}
+}
+
+// A statement that rolls back the whole transaction it runs in (ON CONFLICT ROLLBACK,
+// RAISE(ROLLBACK), a write cancelled mid-way) fails alone with its own error: in a batch the
+// requests before it run again, and an interactive transaction ends with a clear error.
+// Before, the undo of its savepoint failed ("no such savepoint") and took the batch's other
+// requests, or the rest of the transaction, with it (found by a QA pass on 2026-12-03).
+func TestStatementThatRollsBackTheTransaction(t *testing.T) {
+	f := newCluster(t, 3, nil)
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE k(id INTEGER PRIMARY KEY, v TEXT)")
+	mustExec(t, s, "CREATE TABLE guarded(x)")
+	mustExec(t, s, "CREATE TRIGGER no_neg BEFORE INSERT ON guarded WHEN NEW.x < 0 BEGIN SELECT RAISE(ROLLBACK, 'bad value'); END")
+	mustExec(t, s, "INSERT INTO k VALUES(1, 'one')")
+
+	// One batch: writes around the two statements that roll back.
+	hold, err := s.Begin(ctx, testDB, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqls := []string{
+		"INSERT INTO k VALUES(10, 'a')",
+		"INSERT OR ROLLBACK INTO k VALUES(1, 'dup')",
+		"INSERT INTO k VALUES(11, 'b')",
+		"INSERT INTO guarded VALUES(-1)",
+		"INSERT INTO k VALUES(12, 'c')",
+	}
+	db, _ := s.database(testDB, false)
+	results := make([]Result, len(sqls))
+	errs := make([]error, len(sqls))
+	var wg sync.WaitGroup
+	for i, q := range sqls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = s.Exec(ctx, testDB, Request{ClientID: 3, RequestID: uint64(50 + i), SQL: q})
+		}()
+		for len(db.queue) < i+1 { // keep the queue in the order of sqls
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if err := hold.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i := range sqls {
+		if errs[i] != nil {
+			t.Fatalf("%q: %v", sqls[i], errs[i])
+		}
+	}
+	for _, i := range []int{0, 2, 4} {
+		if results[i].Err != nil || results[i].Index == 0 {
+			t.Fatalf("%q, batched with statements that roll back: %+v", sqls[i], results[i])
+		}
+	}
+	if e := results[1].Err; e == nil || !strings.Contains(e.Msg, "UNIQUE") {
+		t.Fatalf("INSERT OR ROLLBACK's own error: %v", e)
+	}
+	if e := results[3].Err; e == nil || !strings.Contains(e.Msg, "bad value") {
+		t.Fatalf("RAISE(ROLLBACK)'s own error: %v", e)
+	}
+
+	// An interactive transaction.
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, "INSERT INTO k VALUES(2, 'two')")
+	res, err := tx.Exec(ctx, "INSERT OR ROLLBACK INTO k VALUES(1, 'dup')", nil)
+	if err != nil || res.Err == nil || !strings.Contains(res.Err.Msg, "UNIQUE") || !strings.Contains(res.Err.Msg, "rolled back the whole transaction") {
+		t.Fatalf("the rolling-back statement in a transaction: %v %v", err, res.Err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO k VALUES(3, 'three')", nil); !errors.Is(err, ErrTxAborted) {
+		t.Fatalf("the next statement: %v, want ErrTxAborted", err)
+	}
+	if _, err := tx.Commit(ctx, 0); !errors.Is(err, ErrTxAborted) {
+		t.Fatalf("commit: %v, want ErrTxAborted", err)
+	}
+
+	// A write cancelled mid-way, in a transaction.
+	mustExec(t, s, "CREATE TABLE big(x)")
+	tx, err = s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTxExec(t, tx, "INSERT INTO k VALUES(4, 'four')")
+	short, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	defer cancel()
+	res, err = tx.Exec(short, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n) INSERT INTO big SELECT i FROM n", nil)
+	if err != nil || res.Err == nil {
+		t.Fatalf("the cancelled write: %v %v", err, res.Err)
+	}
+	if _, err := tx.Commit(ctx, 0); !errors.Is(err, ErrTxAborted) {
+		t.Fatalf("commit after a cancelled write rolled the transaction back: %v, want ErrTxAborted", err)
+	}
+
+	mustExec(t, s, "INSERT INTO k VALUES(20, 'after')")
+	f.sync()
+	f.requireHealthy()
+	f.requireSameContent(testDB)
+	got := fmt.Sprint(queryRows(t, s, "SELECT id FROM k ORDER BY id"))
+	if got != "[[1] [10] [11] [12] [20]]" {
+		t.Fatalf("rows %s", got)
 	}
 }

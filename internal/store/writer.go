@@ -476,6 +476,13 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 		stop := c.CancelOn(j.ctx)
 		out := w.run(j.req.SQL, j.req.Args, sess.IsEmpty, executed == 0)
 		stop()
+		if c.Autocommit() {
+			// The statement ended the whole transaction (ON CONFLICT ROLLBACK, RAISE(ROLLBACK),
+			// a write cancelled mid-way): the requests before it in this batch went with it.
+			sess.Close()
+			sess = nil
+			return wr.batchRolledBack(j, out.res, slots, live[i+1:])
+		}
 		if out.res.Err != nil || out.again {
 			if err := w.stmts.exec("ROLLBACK TO tandem_req"); err != nil {
 				return fatal(err)
@@ -560,6 +567,23 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 	}
 	wr.answer(slots, index, err)
 	return deferred
+}
+
+// batchRolledBack handles a request whose statement rolled back the batch's whole
+// transaction: it gets its own error, and the requests that ran before it go back to the
+// queue's head to run again (nothing of theirs happened). Without this they failed with "no
+// such savepoint", their own errors lost (found by a QA pass on 2026-12-03).
+func (wr *writer) batchRolledBack(j *job, res Result, slots []slot, rest []*job) []*job {
+	if res.Err == nil {
+		res.Err = requestError(codeError, "tandem: the statement rolled back the transaction it ran in")
+	}
+	j.finish(Result{Err: res.Err}, nil)
+	again := make([]*job, 0, len(slots)+len(rest))
+	for _, sl := range slots {
+		sl.j.state.Store(jobQueued)
+		again = append(again, sl.j)
+	}
+	return append(again, rest...)
 }
 
 // tooLarge answers a batch whose entry would pass Options.MaxEntryBytes (its transaction is
