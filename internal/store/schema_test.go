@@ -289,3 +289,36 @@ func TestUserVersionReplicated(t *testing.T) {
 	}
 	f.requireSameContent(testDB)
 }
+
+// EXPLAIN does not get a PRAGMA past the checks: SQLite applies some pragmas while compiling
+// them, EXPLAIN included (EXPLAIN PRAGMA ignore_check_constraints=1 turned CHECK
+// constraints off on the leader's writer for every client; found by a review on 2026-12-03).
+func TestExplainPragmaChecked(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE ck(a INTEGER CHECK(a > 0))")
+	for _, q := range []string{
+		"EXPLAIN PRAGMA ignore_check_constraints=1",
+		"explain query plan pragma ignore_check_constraints = 1",
+		"EXPLAIN /* x */ PRAGMA writable_schema=1",
+	} {
+		res, err := s.Exec(ctx, testDB, Request{SQL: q})
+		if err != nil || res.Err == nil || !strings.Contains(res.Err.Msg, "not allowed") {
+			t.Fatalf("Exec(%q): %v %v, want it refused", q, err, res.Err)
+		}
+		if rows, err := s.Query(ctx, testDB, q, nil); err == nil {
+			rows.Close()
+			t.Fatalf("Query(%q) was not refused", q)
+		}
+	}
+	res, err := s.Exec(ctx, testDB, Request{SQL: "INSERT INTO ck VALUES(-1)"})
+	if err != nil || res.Err == nil || !strings.Contains(res.Err.Msg, "CHECK") {
+		t.Fatalf("the CHECK constraint after the attempts: %v %v", err, res.Err)
+	}
+	if rows, err := s.Query(ctx, testDB, "EXPLAIN PRAGMA table_info(ck)", nil); err != nil {
+		t.Fatalf("EXPLAIN of a reading pragma: %v", err)
+	} else {
+		rows.Close()
+	}
+}
