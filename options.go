@@ -59,11 +59,11 @@ func WithSnapshotEvery(n uint64) Option { return func(c *config) { c.snapshotEve
 func WithTxIdleTimeout(d time.Duration) Option { return func(c *config) { c.txIdle = d } }
 
 // WithMaxEntryMiB sets the largest change one write or transaction may make, in MiB of its
-// log entry (default 32). Every node writes and syncs an entry in one step of its Raft loop,
+// log entry (default 16). Every node writes and syncs an entry in one step of its Raft loop,
 // which sends no heartbeats meanwhile: a much larger one can cost the leader its leadership.
 // A write or transaction over it fails with SQLite's SQLITE_TOOBIG code and a message that
-// says so. Keep it at 31 or more: one row of the largest value (15 MiB) changed in place
-// carries its old and new value.
+// says so. A row changed in place carries its old and new value: 31 leaves room for values
+// up to the 15 MiB maximum.
 func WithMaxEntryMiB(n int) Option { return func(c *config) { c.maxEntryMiB = n } }
 
 // WithTickInterval sets the Raft tick (default 100ms; election after 10 ticks).

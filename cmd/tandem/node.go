@@ -43,7 +43,7 @@ func runNode(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 	join := fs.String("join", "", "comma-separated addresses of existing cluster nodes to join")
 	snapEvery := fs.Uint64("snapshot-every", 10000, "applied entries between snapshots (log compaction)")
 	txIdle := fs.Duration("tx-idle-timeout", 30*time.Second, "how long a transaction may stay without a statement before the node ends it")
-	maxEntry := fs.Int("max-entry-mib", 32, "largest change one write or transaction may make, in MiB of its log entry;\nlarger ones fail with SQLITE_TOOBIG (each entry stalls the Raft loop while it is synced)")
+	maxEntry := fs.Int("max-entry-mib", 16, "largest change one write or transaction may make, in MiB of its log entry (1 to 1024);\nlarger ones fail with SQLITE_TOOBIG (each entry stalls the Raft loop while it is synced; an update\nin place carries old and new value: 31 allows changing values up to the 15 MiB maximum)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	tf := addTLSFlags(fs)
 	if err := parseFlags(fs, args); err != nil {

@@ -70,8 +70,9 @@ const (
 // entryTooLarge is the error of a write or transaction whose entry would pass the limit.
 func entryTooLarge(size, limit int) *sqlite.Error {
 	return requestError(codeTooBig, fmt.Sprintf("tandem: the changes of this write or transaction "+
-		"take %.1f MiB, over the %.1f MiB one log entry may carry (the node's max entry size): "+
-		"split it into smaller writes or transactions", float64(size)/(1<<20), float64(limit)/(1<<20)))
+		"(with the rows of RETURNING clauses, kept for retries) take %.1f MiB, over the %.1f MiB one "+
+		"log entry may carry (the node's --max-entry-mib): split it into smaller writes or transactions",
+		float64(size)/(1<<20), float64(limit)/(1<<20)))
 }
 
 // requestError makes an *sqlite.Error for a failure the store detects in a request.

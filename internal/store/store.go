@@ -31,12 +31,13 @@ type Options struct {
 	// gives the batch up as "outcome unknown" (default 1m). Giving up is safe: a command
 	// applies only on the database state it was executed on (see doc.go).
 	ProposalTimeout time.Duration
-	// MaxEntryBytes bounds the log entry of one batch or transaction (default 32 MiB):
+	// MaxEntryBytes bounds the log entry of one batch or transaction (default 16 MiB):
 	// every node writes and syncs an entry in one step of its Raft loop, which sends no
-	// heartbeat meanwhile (on the development VM a 64 MiB entry cost the leadership).
-	// A write or transaction over it fails with SQLITE_TOOBIG; requests batched with a
-	// large one are run again on their own. It must leave room for one row of
-	// MaxValueBytes changed in place (old and new values).
+	// heartbeat meanwhile (on the development VM a 64 MiB entry cost the leadership, and
+	// under load 30 MiB ones did too). A write or transaction over it fails with
+	// SQLITE_TOOBIG; requests batched with a large one are run again on their own. A row
+	// changed in place carries its old and new values: 31 MiB leaves room for one of
+	// MaxValueBytes.
 	MaxEntryBytes int
 	// CheckpointFrames: a commit that leaves this many frames in a database's WAL starts a
 	// background checkpoint (default 16384, 64 MiB of 4 KiB pages; see checkpoint.go).
@@ -64,7 +65,7 @@ type Proposer interface {
 const MaxValueBytes = 15 << 20
 
 // DefaultMaxEntryBytes is Options.MaxEntryBytes when unset.
-const DefaultMaxEntryBytes = 32 << 20
+const DefaultMaxEntryBytes = 16 << 20
 
 // maxBatch caps the number of requests executed in one entry.
 const maxBatch = 256
