@@ -360,3 +360,51 @@ func TestCancelledStatementStopsOnTheServer(t *testing.T) {
 		return err
 	})
 }
+
+// A read whose caller gave up is stopped on the node too: an autocommit query (it held one of
+// the database's pooled read connections until it finished) and a query of a read-only
+// transaction (whose next statement, Commit and Rollback waited for it). Before, both ran on
+// under the connection's context (found by a QA pass on 2026-12-03).
+func TestCancelledReadStopsOnTheServer(t *testing.T) {
+	_, db, ctx := oneNodeDB(t, `CREATE TABLE t(x)`)
+	within := func(what string, d time.Duration, f func() error) {
+		t.Helper()
+		start := time.Now()
+		if err := f(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if el := time.Since(start); el > d {
+			t.Fatalf("%s took %v: the cancelled reads went on", what, el)
+		}
+	}
+	// More cancelled reads than the pool has connections (4 by default).
+	for range 6 {
+		qctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		var n int64
+		err := db.QueryRowContext(qctx, slowSQL).Scan(&n)
+		cancel()
+		if err == nil {
+			t.Fatal("the slow query finished")
+		}
+	}
+	within("a read after them", 5*time.Second, func() error {
+		var n int64
+		return db.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&n)
+	})
+
+	ro, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	var n int64
+	err = ro.QueryRowContext(qctx, slowSQL).Scan(&n)
+	cancel()
+	if err == nil {
+		t.Fatal("the slow query finished")
+	}
+	within("the read-only transaction's next query", 5*time.Second, func() error {
+		return ro.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&n)
+	})
+	within("its rollback", 5*time.Second, ro.Rollback)
+}

@@ -15,7 +15,6 @@ import (
 type cursor struct {
 	mu       sync.Mutex // one page at a time
 	rows     *store.Rows
-	buf      []sqlite.Value
 	pageRows int
 }
 
@@ -28,32 +27,23 @@ func (c *cursor) close() {
 	}
 }
 
-// page reads up to maxRows rows or about maxBytes of values.
-func (c *cursor) page(maxRows, maxBytes int) (rows [][]wire.Value, done bool, err error) {
+// page reads up to maxRows rows or about maxBytes of values; ctx is the request's (its end
+// stops the statement).
+func (c *cursor) page(ctx context.Context, maxRows, maxBytes int) (rows [][]wire.Value, done bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.rows == nil {
 		return nil, true, nil
 	}
-	size := 0
-	for len(rows) < maxRows && size < maxBytes {
-		ok, err := c.rows.Next(c.buf)
-		if err != nil {
-			return nil, false, err
-		}
-		if !ok {
-			_ = c.rows.Close()
-			c.rows = nil
-			return rows, true, nil
-		}
-		row := make([]wire.Value, len(c.buf))
-		for i, v := range c.buf {
-			row[i] = v
-			size += store.ValueBytes(v)
-		}
-		rows = append(rows, row)
+	vals, done, err := c.rows.NextPage(ctx, maxRows, maxBytes)
+	if err != nil {
+		return nil, false, err
 	}
-	return rows, false, nil
+	if done {
+		_ = c.rows.Close()
+		c.rows = nil
+	}
+	return toWireRows(vals), done, nil
 }
 
 // query serves a read at the consistency the client asked for.
@@ -76,12 +66,12 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 		if t.rtx != nil {
 			// A read-only transaction's rows stream from its snapshot like any query's.
 			t.mu.Lock()
-			rows, err := t.rtx.Query(ss.ctx, sql, args)
+			rows, err := t.rtx.Query(ctx, sql, args)
 			t.mu.Unlock()
 			if err != nil {
 				return errorMsg(err)
 			}
-			return ss.firstPage(rows, m.PageSize, nil)
+			return ss.firstPage(ctx, rows, m.PageSize, nil)
 		}
 		// Inside a read-write transaction the read sees the transaction's own writes, so it
 		// runs on the writer that the transaction owns; its rows stream from there in pages
@@ -92,30 +82,30 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 		if err != nil {
 			return errorMsg(err)
 		}
-		return ss.firstPage(rows, m.PageSize, nil)
+		return ss.firstPage(ctx, rows, m.PageSize, nil)
 	}
 	if answer := ss.readBarrier(ctx, m.Consistency, m.MinIndex); answer != nil {
 		return answer
 	}
-	// The cursor may outlive this request (the client fetches later pages with Next), so the
-	// query is bound to the connection's lifetime, not to the request's context.
-	rows, err := ss.srv.cfg.Store.Query(ss.ctx, db, sql, args)
+	// The statement is cancelled when this request's context ends (a timeout, the client's
+	// Cancel); each later page by its Next request's.
+	rows, err := ss.srv.cfg.Store.Query(ctx, db, sql, args)
 	if isReadOnlyErr(err) {
 		return ss.writeQuery(ctx, db, sql, args, m)
 	}
 	if err != nil {
 		return errorMsg(err)
 	}
-	return ss.firstPage(rows, m.PageSize, func() wire.Message { return ss.writeQuery(ctx, db, sql, args, m) })
+	return ss.firstPage(ctx, rows, m.PageSize, func() wire.Message { return ss.writeQuery(ctx, db, sql, args, m) })
 }
 
 // firstPage answers a query with the first page of rows, and keeps the rest as a cursor of
 // the connection. A query that turns out to write while its first page is read is answered
 // by writeFallback instead (the writer; nil inside a read-only transaction).
-func (ss *session) firstPage(rows *store.Rows, pageSize uint32, writeFallback func() wire.Message) wire.Message {
+func (ss *session) firstPage(ctx context.Context, rows *store.Rows, pageSize uint32, writeFallback func() wire.Message) wire.Message {
 	pageRows := ss.pageRows(pageSize)
-	c := &cursor{rows: rows, buf: make([]sqlite.Value, len(rows.Columns)), pageRows: pageRows}
-	data, done, err := c.page(pageRows, ss.srv.cfg.PageBytes)
+	c := &cursor{rows: rows, pageRows: pageRows}
+	data, done, err := c.page(ctx, pageRows, ss.srv.cfg.PageBytes)
 	if err != nil {
 		c.close()
 		if writeFallback != nil && isReadOnlyErr(err) {
@@ -181,14 +171,14 @@ func (ss *session) readBarrier(ctx context.Context, c wire.Consistency, minIndex
 	return nil
 }
 
-func (ss *session) next(id uint64) wire.Message {
+func (ss *session) next(ctx context.Context, id uint64) wire.Message {
 	ss.mu.Lock()
 	c, ok := ss.cursors[id]
 	ss.mu.Unlock()
 	if !ok {
 		return &wire.Error{Code: wire.CodeNoSuchCursor, Message: fmt.Sprintf("cursor %d", id)}
 	}
-	data, done, err := c.page(c.pageRows, ss.srv.cfg.PageBytes)
+	data, done, err := c.page(ctx, c.pageRows, ss.srv.cfg.PageBytes)
 	if err != nil || done {
 		ss.mu.Lock()
 		delete(ss.cursors, id)

@@ -308,7 +308,7 @@ func (ss *session) handle(parent context.Context, m wire.Message) wire.Message {
 	case *wire.Query:
 		return ss.query(ctx, m)
 	case *wire.Next:
-		return ss.next(m.Cursor)
+		return ss.next(ctx, m.Cursor)
 	case *wire.CloseCursor:
 		return ss.closeCursor(m.Cursor)
 	case *wire.Begin:

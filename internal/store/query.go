@@ -19,9 +19,9 @@ type Rows struct {
 	st       *sqlite.Stmt
 	sql      string // the statement's text, its key in conn's cache when reusable
 	reusable bool
-	stop     func() // stops interrupting on the query's context
-	onRow    bool   // st is positioned on a row that Next has not returned yet
+	onRow    bool // st is positioned on a row that Next has not returned yet
 	done     bool
+	pending  error // a failure NextPage returns on its next call (it answered the rows before)
 
 	// A read inside a read-write transaction (Tx.Query): rows come in chunks from the
 	// transaction's writer (txcursor.go).
@@ -109,8 +109,8 @@ func checkRead(sql string) error {
 }
 
 // open prepares r.sql on r.conn (or takes it from the connection's cache), checks that it is
-// one read-only statement (writeErr if it writes), binds args, interrupts it when ctx ends
-// and takes the first step. On an error the statement is closed; the connection stays the
+// one read-only statement (writeErr if it writes), binds args and takes the first step,
+// cancelled if ctx ends meanwhile (later steps are cancelled by NextPage's context). On an error the statement is closed; the connection stays the
 // caller's.
 func (r *Rows) open(ctx context.Context, args []sqlite.Value, writeErr error) error {
 	c := r.conn
@@ -137,10 +137,6 @@ func (r *Rows) open(ctx context.Context, args []sqlite.Value, writeErr error) er
 		r.st, r.reusable = st, firstKeyword(r.sql) != "PRAGMA"
 	}
 	fail := func(err error) error {
-		if r.stop != nil {
-			r.stop()
-			r.stop = nil
-		}
 		r.st.Close()
 		r.st = nil
 		return err
@@ -148,8 +144,11 @@ func (r *Rows) open(ctx context.Context, args []sqlite.Value, writeErr error) er
 	if err := r.st.BindAll(args); err != nil {
 		return fail(err)
 	}
-	r.stop = c.InterruptOn(ctx)
+	// CancelOn, not InterruptOn: a read-only transaction's connection may hold other
+	// results open, which sqlite3_interrupt's lasting flag would fail too.
+	stop := c.CancelOn(ctx)
 	ok, err := r.st.Step()
+	stop()
 	if err != nil {
 		return fail(err)
 	}
@@ -164,13 +163,17 @@ func (r *Rows) open(ctx context.Context, args []sqlite.Value, writeErr error) er
 }
 
 // Next reads the next row into dst (len(dst) >= len(Columns)). It returns false at the end.
+// It cannot be cancelled: NextPage can.
 func (r *Rows) Next(dst []sqlite.Value) (bool, error) {
 	if r.tx != nil {
-		return r.nextTx(dst)
+		return r.nextTx(r.txCtx, dst)
+	}
+	if len(dst) < len(r.Columns) {
+		return false, fmt.Errorf("store: Rows.Next: dst has %d slots for %d columns", len(dst), len(r.Columns))
 	}
 	if r.rtx != nil {
 		// The connection is the transaction's: one call on it at a time, and none after
-		// the transaction ended (closing the connection finalized the statement).
+		// the transaction ended (the end finalized the statement).
 		r.rtx.mu.Lock()
 		defer r.rtx.mu.Unlock()
 		if r.rtx.conn == nil {
@@ -179,11 +182,66 @@ func (r *Rows) Next(dst []sqlite.Value) (bool, error) {
 		}
 		defer r.rtx.rearm() // idle from the end of this step
 	}
+	return r.next(dst)
+}
+
+// NextPage reads the next rows: up to maxRows, and no more once their values pass maxBytes
+// (ValueBytes). done reports the end of the result. The statement is cancelled if ctx ends
+// while the page is read (the request that asked for it). A failure after some rows of the
+// page answers those rows, and the next call the failure.
+func (r *Rows) NextPage(ctx context.Context, maxRows, maxBytes int) (rows [][]sqlite.Value, done bool, err error) {
+	if r.pending != nil {
+		err, r.pending = r.pending, nil
+		return nil, false, err
+	}
+	if r.tx == nil {
+		if r.rtx != nil {
+			r.rtx.mu.Lock()
+			defer r.rtx.mu.Unlock()
+			if r.rtx.conn == nil {
+				r.forget()
+				return nil, false, r.rtx.err
+			}
+			defer r.rtx.rearm()
+		}
+		if r.st == nil {
+			return nil, true, nil
+		}
+		stop := r.conn.CancelOn(ctx)
+		defer stop()
+	}
+	size := 0
+	for len(rows) < maxRows && size < maxBytes {
+		dst := make([]sqlite.Value, len(r.Columns))
+		var ok bool
+		if r.tx != nil {
+			ok, err = r.nextTx(ctx, dst)
+		} else {
+			ok, err = r.next(dst)
+		}
+		if err != nil {
+			if len(rows) > 0 {
+				r.pending = err
+				return rows, false, nil
+			}
+			return nil, false, err
+		}
+		if !ok {
+			return rows, true, nil
+		}
+		for _, v := range dst {
+			size += ValueBytes(v)
+		}
+		rows = append(rows, dst)
+	}
+	return rows, false, nil
+}
+
+// next is Next for a statement of a pooled connection or of a read-only transaction (whose
+// lock the caller holds).
+func (r *Rows) next(dst []sqlite.Value) (bool, error) {
 	if r.st == nil {
 		return false, nil
-	}
-	if len(dst) < len(r.Columns) {
-		return false, fmt.Errorf("store: Rows.Next: dst has %d slots for %d columns", len(dst), len(r.Columns))
 	}
 	if !r.onRow {
 		if r.done {
@@ -222,19 +280,12 @@ func (r *Rows) Close() error {
 	if r.st == nil {
 		return nil
 	}
-	if r.stop != nil {
-		r.stop()
-	}
 	return r.release()
 }
 
 // forget drops the statement of a read-only transaction that has ended: the end finalized
-// it (and stopped its interrupt).
+// it.
 func (r *Rows) forget() {
-	if r.stop != nil {
-		r.stop()
-		r.stop = nil
-	}
 	r.st, r.conn = nil, nil
 }
 

@@ -222,11 +222,6 @@ func (t *ReadTx) endLocked(why error) {
 		t.timer.Stop()
 	}
 	for r := range t.rows {
-		// Stop first: it returns once an interrupt it started has landed.
-		if r.stop != nil {
-			r.stop()
-			r.stop = nil
-		}
 		if r.st != nil {
 			r.st.Close()
 			r.st = nil

@@ -65,8 +65,8 @@ func (t *Tx) Query(ctx, cursorCtx context.Context, sql string, args []sqlite.Val
 		txCursor: ch.cursor, chunk: ch.rows, done: ch.done}, nil
 }
 
-// nextTx is Rows.Next for a read-write transaction's cursor.
-func (r *Rows) nextTx(dst []sqlite.Value) (bool, error) {
+// nextTx is Rows.Next for a read-write transaction's cursor; ctx bounds a chunk it reads.
+func (r *Rows) nextTx(ctx context.Context, dst []sqlite.Value) (bool, error) {
 	if len(dst) < len(r.Columns) {
 		return false, fmt.Errorf("store: Rows.Next: dst has %d slots for %d columns", len(dst), len(r.Columns))
 	}
@@ -74,7 +74,7 @@ func (r *Rows) nextTx(dst []sqlite.Value) (bool, error) {
 		if r.done {
 			return false, nil
 		}
-		res, err := r.tx.call(r.txCtx, &txOp{kind: txFetch, ctx: r.txCtx, cursor: r.txCursor, limits: r.limits})
+		res, err := r.tx.call(ctx, &txOp{kind: txFetch, ctx: ctx, cursor: r.txCursor, limits: r.limits})
 		if err != nil {
 			r.done = true // the writer closed the statement (or the transaction ended)
 			return false, err
@@ -105,8 +105,9 @@ func (r *Rows) closeTx() error {
 // txCursors are the open statements of one transaction's reads, owned by the writer
 // goroutine serving it.
 type txCursors struct {
-	open map[uint64]*sqlite.Stmt
-	last uint64
+	open   map[uint64]*sqlite.Stmt
+	failed map[uint64]error // a statement that failed after a chunk's first rows: the next fetch answers it
+	last   uint64
 }
 
 // closeAll finalizes every open statement: before the transaction commits or rolls back.
@@ -115,6 +116,23 @@ func (cs *txCursors) closeAll() {
 		st.Close()
 		delete(cs.open, id)
 	}
+	clear(cs.failed)
+}
+
+// keep makes st the cursor of ch (whose rows were read), or, after err, remembers err for
+// the cursor's next fetch; ch.cursor is set.
+func (cs *txCursors) keep(ch *txChunk, st *sqlite.Stmt, err error) {
+	if cs.open == nil {
+		cs.open, cs.failed = map[uint64]*sqlite.Stmt{}, map[uint64]error{}
+	}
+	cs.last++
+	ch.cursor = cs.last
+	if err != nil {
+		st.Close()
+		cs.failed[cs.last] = err
+		return
+	}
+	cs.open[cs.last] = st
 }
 
 // prepareStreamable prepares text as a cursor if it is one read-only statement that passes
@@ -147,27 +165,32 @@ func (cs *txCursors) query(w *wconn, op *txOp) (*txChunk, error) {
 		return nil, asSQLiteError(err)
 	}
 	ch, err := readChunk(w.conn, st, op.ctx, op.limits, true)
-	if err != nil || ch.done {
+	if err != nil && (ch == nil || len(ch.rows) == 0) || err == nil && ch.done {
 		st.Close()
 		return ch, err
 	}
-	if cs.open == nil {
-		cs.open = map[uint64]*sqlite.Stmt{}
-	}
-	cs.last++
-	cs.open[cs.last] = st
-	ch.cursor = cs.last
+	cs.keep(ch, st, err)
 	return ch, nil
 }
 
 // fetch serves a txFetch op.
 func (cs *txCursors) fetch(w *wconn, op *txOp) (*txChunk, error) {
+	if err, ok := cs.failed[op.cursor]; ok {
+		delete(cs.failed, op.cursor)
+		return nil, err
+	}
 	st, ok := cs.open[op.cursor]
 	if !ok {
 		return nil, fmt.Errorf("store: cursor %d of the transaction is closed", op.cursor)
 	}
 	ch, err := readChunk(w.conn, st, op.ctx, op.limits, false)
-	if err != nil || ch.done {
+	switch {
+	case err != nil && len(ch.rows) > 0:
+		// The rows before the failure first, the failure next time.
+		st.Close()
+		delete(cs.open, op.cursor)
+		cs.failed[op.cursor] = err
+	case err != nil || ch.done:
 		st.Close()
 		delete(cs.open, op.cursor)
 		return ch, err
@@ -182,11 +205,12 @@ func (cs *txCursors) close(id uint64) {
 		st.Close()
 		delete(cs.open, id)
 	}
+	delete(cs.failed, id)
 }
 
 // readChunk steps st for up to limits' rows or bytes, interrupted when ctx ends. first:
 // the columns are read too (after the first step: a statement SQLite prepared again after a
-// schema change may have other columns).
+// schema change may have other columns). A failure comes with the rows read before it.
 func readChunk(c *sqlite.Conn, st *sqlite.Stmt, ctx context.Context, limits ChunkLimits, first bool) (*txChunk, error) {
 	stop := c.CancelOn(ctx) // not InterruptOn: its flag would stay set while the cursor is open
 	defer stop()
@@ -195,7 +219,7 @@ func readChunk(c *sqlite.Conn, st *sqlite.Stmt, ctx context.Context, limits Chun
 	for len(ch.rows) < limits.Rows && size < limits.Bytes {
 		ok, err := st.Step()
 		if err != nil {
-			return nil, asSQLiteError(err)
+			return ch, asSQLiteError(err)
 		}
 		if first {
 			first = false

@@ -249,3 +249,45 @@ func TestTxCancelWithOpenCursor(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A failure in the middle of a page answers the rows before it, and the next page the
+// failure (before, the rows of the failing page were lost; found by a QA pass).
+func TestNextPageKeepsRowsBeforeAFailure(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE big(id INTEGER PRIMARY KEY)")
+	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000) INSERT INTO big SELECT i FROM n")
+	const q = "SELECT CASE WHEN id = 1000 THEN abs(-9223372036854775808) ELSE id END FROM big ORDER BY id"
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	pooled, err := s.Query(ctx, testDB, q, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pooled.Close()
+	inTx, err := tx.Query(ctx, nil, q, nil, ChunkLimits{Rows: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inTx.Close()
+	for name, rows := range map[string]*Rows{"pooled": pooled, "in a transaction": inTx} {
+		got := 0
+		var failure error
+		for failure == nil {
+			page, done, err := rows.NextPage(ctx, 300, 1<<20)
+			got += len(page)
+			if err != nil {
+				failure = err
+			} else if done {
+				t.Fatalf("%s: the result ended without the failure", name)
+			}
+		}
+		if got != 999 || !strings.Contains(failure.Error(), "overflow") {
+			t.Fatalf("%s: %d rows, then %v; want 999 rows, then the integer overflow", name, got, failure)
+		}
+	}
+}
