@@ -53,7 +53,7 @@ func errorMsg(err error) wire.Message {
 		errors.Is(err, store.ErrNotOneStatement), errors.Is(err, store.ErrReadOnlyTx),
 		errors.Is(err, consensus.ErrMembership):
 		code = wire.CodeBadRequest
-	case errors.Is(err, store.ErrTooManyReadTxs):
+	case errors.Is(err, store.ErrTooManyReadTxs), errors.Is(err, store.ErrTooManyResults):
 		code = wire.CodeTryAgain
 	case errors.Is(err, consensus.ErrStopped), errors.Is(err, consensus.ErrRemoved),
 		errors.Is(err, context.Canceled), errors.Is(err, store.ErrClosed):

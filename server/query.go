@@ -117,6 +117,10 @@ func (ss *session) firstPage(ctx context.Context, rows *store.Rows, pageSize uin
 	if done {
 		return page
 	}
+	if err := rows.Keep(); err != nil {
+		c.close()
+		return errorMsg(err)
+	}
 	id := ss.srv.nextID.Add(1)
 	ss.mu.Lock()
 	if len(ss.cursors) >= ss.srv.cfg.MaxCursors || ss.ctx.Err() != nil {

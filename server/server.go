@@ -50,7 +50,7 @@ type Config struct {
 
 	MaxFrameSize     int           // default wire.DefaultMaxFrameSize
 	MaxInFlight      int           // concurrent requests per connection, default 256
-	MaxCursors       int           // open cursors per connection, default 64
+	MaxCursors       int           // open cursors per connection, default 1024 (one *sql.DB shares a connection)
 	PageRows         int           // rows per page when the client asks for 0, default 512
 	PageBytes        int           // a page is cut once its values exceed this, default 1 MiB
 	HandshakeTimeout time.Duration // TLS handshake + preamble + Hello, default 10s
@@ -68,7 +68,7 @@ func (c *Config) setDefaults() {
 		c.MaxInFlight = 256
 	}
 	if c.MaxCursors <= 0 {
-		c.MaxCursors = 64
+		c.MaxCursors = 1024
 	}
 	if c.PageRows <= 0 {
 		c.PageRows = 512

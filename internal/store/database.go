@@ -226,6 +226,31 @@ func (db *database) acquireRead(ctx context.Context) (*readConn, error) {
 	}
 }
 
+// detachRead takes a connection handed out by acquireRead out of the pool's count (see
+// Rows.Keep): another may be opened in its place.
+func (db *database) detachRead() {
+	db.poolMu.Lock()
+	db.open--
+	db.poolMu.Unlock()
+	select {
+	case db.poolFree <- struct{}{}:
+	default:
+	}
+}
+
+// reattachRead takes back a detached connection: into the pool if it has room, else closed.
+func (db *database) reattachRead(c *readConn) {
+	db.poolMu.Lock()
+	if db.poolClosed || db.open >= db.s.opts.ReadPoolSize {
+		db.poolMu.Unlock()
+		c.Close()
+		return
+	}
+	db.open++
+	db.poolMu.Unlock()
+	db.releaseRead(c)
+}
+
 func (db *database) releaseRead(c *readConn) {
 	db.poolMu.Lock()
 	if db.poolClosed {

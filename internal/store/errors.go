@@ -55,6 +55,9 @@ var (
 	// ErrTooManyReadTxs: the node has as many read-only transactions open as it allows; end
 	// one, or try again later.
 	ErrTooManyReadTxs = errors.New("store: too many read-only transactions")
+	// ErrTooManyResults: the node keeps as many query results open across requests as it
+	// allows (Options.MaxOpenResults); read or close the open ones.
+	ErrTooManyResults = errors.New("store: too many open query results (cursors)")
 )
 
 // errReplaced ends the read-only transactions of a node that installs a snapshot.

@@ -22,6 +22,7 @@ type Rows struct {
 	onRow    bool // st is positioned on a row that Next has not returned yet
 	done     bool
 	pending  error // a failure NextPage returns on its next call (it answered the rows before)
+	detached bool  // conn left the read pool's count while the result stays open (Keep)
 
 	// A read inside a read-write transaction (Tx.Query): rows come in chunks from the
 	// transaction's writer (txcursor.go).
@@ -110,8 +111,8 @@ func checkRead(sql string) error {
 
 // open prepares r.sql on r.conn (or takes it from the connection's cache), checks that it is
 // one read-only statement (writeErr if it writes), binds args and takes the first step,
-// cancelled if ctx ends meanwhile (later steps are cancelled by NextPage's context). On an error the statement is closed; the connection stays the
-// caller's.
+// cancelled if ctx ends meanwhile (later steps are cancelled by NextPage's context). On an
+// error the statement is closed; the connection stays the caller's.
 func (r *Rows) open(ctx context.Context, args []sqlite.Value, writeErr error) error {
 	c := r.conn
 	if r.st = c.take(r.sql); r.st != nil {
@@ -289,6 +290,26 @@ func (r *Rows) forget() {
 	r.st, r.conn = nil, nil
 }
 
+// Keep says that the result stays open beyond the request that began it (a cursor the
+// client reads page by page): its pooled connection stops counting towards the read pool,
+// which opens another for other reads, so that results left open do not stop every other
+// read of the database. At most Options.MaxOpenResults results of the node are kept at
+// once: beyond, Keep fails with ErrTooManyResults (the caller closes the result). A
+// transaction's result holds no pooled connection; Keep does nothing for it.
+func (r *Rows) Keep() error {
+	if r.tx != nil || r.rtx != nil || r.detached || r.conn == nil {
+		return nil
+	}
+	s := r.db.s
+	if n := s.openResults.Add(1); n > int64(s.opts.MaxOpenResults) {
+		s.openResults.Add(-1)
+		return fmt.Errorf("%w: %d are open on this node", ErrTooManyResults, s.opts.MaxOpenResults)
+	}
+	r.detached = true
+	r.db.detachRead()
+	return nil
+}
+
 // release gives the statement and the connection back.
 func (r *Rows) release() error {
 	var err error
@@ -298,7 +319,12 @@ func (r *Rows) release() error {
 		err = r.st.Close()
 	}
 	r.st = nil
-	if r.rtx == nil {
+	switch {
+	case r.detached:
+		r.detached = false
+		r.db.s.openResults.Add(-1)
+		r.db.reattachRead(r.conn)
+	case r.rtx == nil:
 		r.db.releaseRead(r.conn)
 	}
 	r.conn = nil

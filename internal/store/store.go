@@ -27,6 +27,10 @@ type Options struct {
 	TxIdleTimeout time.Duration
 	// ReadPoolSize is the number of read-only connections per database (default 4).
 	ReadPoolSize int
+	// MaxOpenResults bounds the query results a node keeps open across requests (cursors
+	// read page by page), each on a SQLite connection of its own outside the read pool
+	// (default 256; see Rows.Keep).
+	MaxOpenResults int
 	// ProposalTimeout bounds how long a writer waits for its proposal to be applied before it
 	// gives the batch up as "outcome unknown" (default 1m). Giving up is safe: a command
 	// applies only on the database state it was executed on (see doc.go).
@@ -100,6 +104,7 @@ type Store struct {
 	statCheckpointFrames      atomic.Uint64 // WAL frames those copied
 	statHeldCommits           atomic.Uint64 // own entries applied by committing the writer's transaction
 	readTxs                   atomic.Int64  // open read-only transactions (Options.MaxReadTxs)
+	openResults               atomic.Int64  // results kept open across requests (Options.MaxOpenResults)
 
 	// verifyExec (tests): the writer compares the content it executed with the content
 	// applied for its entry and records mismatches in verifyErrs.
@@ -166,6 +171,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.ReadPoolSize <= 0 {
 		opts.ReadPoolSize = 4
+	}
+	if opts.MaxOpenResults <= 0 {
+		opts.MaxOpenResults = 256
 	}
 	if opts.ProposalTimeout <= 0 {
 		opts.ProposalTimeout = time.Minute

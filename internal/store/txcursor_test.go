@@ -291,3 +291,52 @@ func TestNextPageKeepsRowsBeforeAFailure(t *testing.T) {
 		}
 	}
 }
+
+// Results kept open across requests (cursors) leave the read pool's count, so that they do
+// not stop every other read of the database (with 4 pooled connections, 4 results left open
+// did, for as long as they stayed open; found by a QA pass on 2026-12-03), and the node
+// keeps at most MaxOpenResults of them.
+func TestKeptResultsLeaveThePool(t *testing.T) {
+	f := newCluster(t, 1, func(o *Options) { o.ReadPoolSize, o.MaxOpenResults = 2, 3 })
+	s := f.leader()
+	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 100) INSERT INTO t SELECT i FROM n")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var kept []*Rows
+	for range 3 {
+		r, err := s.Query(ctx, testDB, "SELECT id FROM t", nil)
+		if err != nil {
+			t.Fatalf("query with %d results kept: %v", len(kept), err)
+		}
+		if err := r.Keep(); err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, r)
+	}
+	if n := queryInt(t, s, "SELECT count(*) FROM t"); n != 100 {
+		t.Fatalf("a read beside 3 kept results: %d", n)
+	}
+	r, err := s.Query(ctx, testDB, "SELECT id FROM t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Keep(); !errors.Is(err, ErrTooManyResults) {
+		t.Fatalf("a fourth kept result: %v, want ErrTooManyResults", err)
+	}
+	r.Close()
+	for _, r := range kept {
+		dst := make([]sqlite.Value, 1)
+		if ok, err := r.Next(dst); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+		r.Close()
+	}
+	db, _ := s.database(testDB, false)
+	db.poolMu.Lock()
+	open, idle := db.open, len(db.idle)
+	db.poolMu.Unlock()
+	if open > 2 || idle > 2 || s.openResults.Load() != 0 {
+		t.Fatalf("after closing: pool counts %d open, %d idle, %d kept; want at most 2, 2, 0", open, idle, s.openResults.Load())
+	}
+}
