@@ -16,9 +16,10 @@
 // interactive (BEGIN ... COMMIT on the leader) and serializable; each holds its database's
 // writer until it ends. Read-only ones (sql.TxOptions{ReadOnly: true}) hold no writer: their
 // queries all read the snapshot of their start, at the connection's consistency (with
-// consistency=stale, on the node stale reads go to, a follower too); writes in them fail,
-// and their rows stream page by page (in read-write transactions a query's rows come in one
-// page). Arguments may be nil, integers, float64,
+// consistency=stale, on the node stale reads go to, a follower too); writes in them fail.
+// Queries stream their rows page by page (page_size rows at most), in transactions too: in a
+// read-write one from the leader's writer, seeing the transaction's writes, and each page
+// counts as activity for the transaction's idle timeout. Arguments may be nil, integers, float64,
 // bool (stored as 0/1), string, []byte (a nil slice is NULL) and time.Time (stored as RFC 3339
 // text in UTC with a nine-digit fraction, so that text order is time order); values of columns declared DATE, DATETIME or TIMESTAMP are read back as
 // time.Time. WithConsistency and WithMinIndex set a query's consistency through its context.

@@ -164,6 +164,11 @@ func NewConnector(cfg Config) (*Connector, error) {
 	if cfg.Client.RequestTimeout <= 0 {
 		cfg.Client.RequestTimeout = 30 * time.Second
 	}
+	if cfg.Client.PageSize == 0 {
+		// Also for the queries of transactions, which take the client's (a read-write
+		// transaction's did not get the DSN's page_size; found by a QA pass).
+		cfg.Client.PageSize = cfg.PageSize
+	}
 	return &Connector{cfg: cfg}, nil
 }
 

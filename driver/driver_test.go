@@ -142,6 +142,28 @@ func TestPaging(t *testing.T) {
 	if rows.Err() != nil || len(got) != 10 || got[9] != 9 {
 		t.Fatal(got, rows.Err())
 	}
+
+	// The DSN's page_size reaches the queries of read-write transactions too (found by a
+	// QA pass: they got the server's 512).
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var count int
+	txRows, err := tx.QueryContext(ctx, `SELECT x FROM p ORDER BY x`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for txRows.Next() {
+		count++
+	}
+	if txRows.Err() != nil || count != 10 {
+		t.Fatal(count, txRows.Err())
+	}
+	if got := n.pageSize.Load(); got != 3 {
+		t.Fatalf("a query in a transaction asked for pages of %d rows, want the DSN's 3", got)
+	}
 }
 
 func TestTransactions(t *testing.T) {

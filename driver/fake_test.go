@@ -23,15 +23,16 @@ type sqlNode struct {
 	t   *testing.T
 	dir string
 
-	mu      sync.Mutex
-	dbs     map[string]*sql.DB
-	txs     map[uint64]*sql.Tx
-	stmts   map[uint64]string
-	cursors map[uint64][][]wire.Value
-	nextID  uint64
-	index   uint64
-	queries atomic.Int64
-	execs   atomic.Int64
+	mu       sync.Mutex
+	dbs      map[string]*sql.DB
+	txs      map[uint64]*sql.Tx
+	stmts    map[uint64]string
+	cursors  map[uint64][][]wire.Value
+	nextID   uint64
+	index    uint64
+	queries  atomic.Int64
+	pageSize atomic.Uint32 // page_size of the last Query
+	execs    atomic.Int64
 }
 
 func newSQLNode(t *testing.T) *sqlNode {
@@ -169,6 +170,7 @@ func (n *sqlNode) handle(c *wiretest.Conn, id uint64, m wire.Message) {
 		c.Reply(id, r)
 	case *wire.Query:
 		n.queries.Add(1)
+		n.pageSize.Store(m.PageSize)
 		q, werr := n.sqlText(m.SQL, m.StmtID)
 		if werr != nil {
 			c.Reply(id, werr)
