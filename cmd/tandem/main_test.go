@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -112,6 +114,28 @@ func TestQuorumWarning(t *testing.T) {
 		got := quorumWarning(tc.rows)
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 			t.Errorf("%+v: warning %q, want %q", tc.rows, got, tc.want)
+		}
+	}
+}
+
+// A REAL that JSON has no number for is written as {"real": "+Inf"} (encoding/json refused
+// it and the output stopped; found by a QA pass), a blob as {"blob": hex}.
+func TestJSONValue(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want string
+	}{
+		{math.Inf(1), `{"real":"+Inf"}`},
+		{math.Inf(-1), `{"real":"-Inf"}`},
+		{math.NaN(), `{"real":"NaN"}`},
+		{1.5, `1.5`},
+		{[]byte{0, 0xff}, `{"blob":"00ff"}`},
+		{"x", `"x"`},
+		{nil, `null`},
+	} {
+		b, err := json.Marshal(jsonValue(tc.in))
+		if err != nil || string(b) != tc.want {
+			t.Errorf("jsonValue(%v) = %s, %v; want %s", tc.in, b, err, tc.want)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -38,7 +39,8 @@ func runSQL(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	db := fs.String("db", "main", "database name ([A-Za-z0-9_-], created by its first write)")
 	consistency := fs.String("consistency", "linearizable", "reads: linearizable, leader or stale")
 	format := fs.String("format", "table", "output: table, csv or json (one JSON object per statement and line;\n"+
-		"a row is an object keyed by column name, a repeated name gets a suffix (a, a:2), a blob is {\"blob\": \"<hex>\"})")
+		"a row is an object keyed by column name, a repeated name gets a suffix (a, a:2), a blob is {\"blob\": \"<hex>\"},\n"+
+		"an infinite or NaN real {\"real\": \"+Inf\"})")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -267,10 +269,17 @@ func textValue(v any, null string) string {
 }
 
 // jsonValue keeps numbers and text as they are; a blob becomes {"blob": "<hex>"}, so that
-// it does not read as text.
+// it does not read as text, and a REAL that JSON has no number for (SQLite's 1e999 is
+// +Inf) becomes {"real": "+Inf"}, "-Inf" or "NaN" (encoding/json refuses them: the output
+// stopped there, the script's later statements unrun; found by a QA pass).
 func jsonValue(v any) any {
-	if b, ok := v.([]byte); ok {
-		return map[string]string{"blob": hex.EncodeToString(b)}
+	switch x := v.(type) {
+	case []byte:
+		return map[string]string{"blob": hex.EncodeToString(x)}
+	case float64:
+		if math.IsInf(x, 0) || math.IsNaN(x) {
+			return map[string]string{"real": strconv.FormatFloat(x, 'g', -1, 64)}
+		}
 	}
 	return v
 }
