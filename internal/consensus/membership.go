@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -159,6 +160,11 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 		// raft cannot run without a voter: the entry would panic every node that applies it.
 		return fmt.Errorf("%w: node %d is the only voter; a cluster without voters can decide nothing (add another voter first, or stop the node)", ErrMembership, id)
 	}
+	if member && role == RoleVoter {
+		if err := n.checkQuorumAfterRemoval(id); err != nil {
+			return err
+		}
+	}
 	if !member {
 		if f := n.formers.Load(); f != nil {
 			if _, ok := (*f)[id]; ok {
@@ -173,6 +179,36 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 			_, ok := n.roleLocked(id)
 			return !ok, nil
 		})
+}
+
+// checkQuorumAfterRemoval refuses, on the leader, to remove voter id when the voters left
+// would not hold a quorum of members that answer the leader: the cluster would take no
+// writes until enough of them came back (a QA pass removed a live voter while another was
+// down; etcd's strict reconfiguration check refuses the same). Elsewhere the leader
+// decides.
+func (n *Node) checkQuorumAfterRemoval(id uint64) error {
+	st := n.raft.Status()
+	if st.RaftState != raft.StateLeader {
+		return nil
+	}
+	var left, answering []uint64
+	for vid, pr := range st.Progress {
+		if pr.IsLearner || vid == id {
+			continue
+		}
+		left = append(left, vid)
+		if vid == n.cfg.ID || pr.RecentActive {
+			answering = append(answering, vid)
+		}
+	}
+	if len(left) == 0 || len(answering) >= len(left)/2+1 {
+		return nil
+	}
+	slices.Sort(left)
+	slices.Sort(answering)
+	return fmt.Errorf("%w: removing node %d would leave voters %v, of which only %v answer the leader: "+
+		"the cluster would take no writes until more of them come back; bring them back first "+
+		"(or retry in a moment if a leader was just elected)", ErrMembership, id, left, answering)
 }
 
 // TransferLeadership hands leadership to voter to (0: the voter with the highest Match)

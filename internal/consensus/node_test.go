@@ -842,3 +842,34 @@ func TestRemovingTheLastVoter(t *testing.T) {
 		t.Fatalf("members after the ignored removal: %+v", st.Members)
 	}
 }
+
+// Removing a live voter while another is down would leave no quorum that answers: refused
+// (found by a QA pass: the cluster then took no writes). Removing the dead one is allowed.
+func TestRemovalKeepsAQuorumThatAnswers(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	lead := c.leader()
+	var others []uint64
+	for id := uint64(1); id <= 3; id++ {
+		if id != lead {
+			others = append(others, id)
+		}
+	}
+	down, live := others[0], others[1]
+	c.stop(down)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Once the leader has noticed (check-quorum resets activity every election timeout).
+	waitFor(t, 5*time.Second, "the leader to see the stopped node as inactive", func() bool {
+		pr, ok := c.node(lead).raft.Status().Progress[down]
+		return ok && !pr.RecentActive
+	})
+	err := c.node(lead).RemoveMember(ctx, live)
+	if !errors.Is(err, ErrMembership) || !strings.Contains(err.Error(), "no writes") {
+		t.Fatalf("removing a live voter with another down: %v, want ErrMembership", err)
+	}
+	if err := c.node(lead).RemoveMember(ctx, down); err != nil {
+		t.Fatalf("removing the node that is down: %v", err)
+	}
+	c.proposeAll(seq("after", 0, 3))
+}
