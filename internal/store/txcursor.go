@@ -39,8 +39,9 @@ type txChunk struct {
 
 // Query runs a read inside the transaction, seeing its writes. One read-only statement
 // streams: Rows reads it chunk by chunk on the transaction's writer, while the transaction
-// lasts. Anything else (several statements, a PRAGMA, INSERT ... RETURNING) runs as Exec
-// does, and its rows come whole. A statement's own failure is the returned error.
+// lasts. Anything else (a PRAGMA, INSERT ... RETURNING) runs as Exec does, and its rows
+// come whole; several statements are refused. A statement's own failure is the returned
+// error.
 //
 // ctx bounds the statement until its first chunk is read; cursorCtx (nil: ctx) bounds the
 // later chunks, which are read after the request that began the cursor has been answered.
@@ -137,28 +138,34 @@ func (cs *txCursors) keep(ch *txChunk, st *sqlite.Stmt, err error) {
 
 // prepareStreamable prepares text as a cursor if it is one read-only statement that passes
 // the checks every statement gets, and not a PRAGMA (whose checks are on its text). It
-// returns nil otherwise, and the statement runs as Exec would, which reports any error.
-func (w *wconn) prepareStreamable(text string) *sqlite.Stmt {
+// returns nil otherwise, and the statement runs as Exec would, which reports any error;
+// several statements are refused, as for a query outside a transaction (the Exec path would
+// answer the last one's rows only).
+func (w *wconn) prepareStreamable(text string) (*sqlite.Stmt, error) {
 	if firstKeyword(text) == "PRAGMA" {
-		return nil
+		return nil, nil
 	}
 	st, tail, err := w.conn.Prepare(text)
 	if err != nil || st == nil {
-		return nil
+		return nil, nil
 	}
-	if !isBlank(tail) || !st.ReadOnly() || checkStatement(st.SQL()) != nil {
+	if !isBlank(tail) {
 		st.Close()
-		return nil
+		return nil, fmt.Errorf("%w: send several through Exec", ErrNotOneStatement)
 	}
-	return st
+	if !st.ReadOnly() || checkStatement(st.SQL()) != nil {
+		st.Close()
+		return nil, nil
+	}
+	return st, nil
 }
 
 // query serves a txQuery op: a streamable statement becomes a cursor with its first chunk
 // read, anything else runs through exec (the caller's).
 func (cs *txCursors) query(w *wconn, op *txOp) (*txChunk, error) {
-	st := w.prepareStreamable(op.sql)
-	if st == nil {
-		return nil, nil
+	st, err := w.prepareStreamable(op.sql)
+	if err != nil || st == nil {
+		return nil, err
 	}
 	if err := st.BindAll(op.args); err != nil {
 		st.Close()
