@@ -71,6 +71,7 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"node", "--id", "1", "--data", "x", "--max-entry-mib", "0"}, "--max-entry-mib must be between 1 and 1024"},
 		{[]string{"cert", "--out", "x", "--valid", "-1h"}, "--valid must be positive"},
 		{[]string{"sql", "--timeout", "0s", "SELECT 1"}, "--timeout must be positive"},
+		{[]string{"sql", "--db", "bad name", "SELECT 1"}, "invalid database name"},
 		{[]string{"cluster", "list", "--timeout", "-5s"}, "--timeout must be positive"},
 		{[]string{"cluster", "list", "--cluster", ""}, "--cluster names no node"},
 		{[]string{"cluster", "--cluster", "", "list"}, "--cluster names no node"},

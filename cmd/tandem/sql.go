@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tandemdb/tandem/client"
+	"github.com/tandemdb/tandem/internal/store"
 	"github.com/tandemdb/tandem/wire"
 )
 
@@ -34,9 +35,10 @@ func runSQL(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			"Statements run one after another and stop at the first error (its SQLite message is printed and\n"+
 			"the exit status is 1). BEGIN ... COMMIT/ROLLBACK in the input runs as an interactive transaction.\n"+
 			"Reads (SELECT, VALUES, WITH ... SELECT, EXPLAIN, PRAGMA without =) are served at --consistency;\n"+
-			"with stale they are served by the first node of --cluster. Everything else goes to the leader.", stderr)
+			"with stale they are served by the first node of --cluster that answers. Everything else goes to the\n"+
+			"leader.", stderr)
 	cf := addClientFlags(fs)
-	db := fs.String("db", "main", "database name ([A-Za-z0-9_-], created by its first write)")
+	db := fs.String("db", "main", "database name ([A-Za-z0-9_-], 1 to 64 characters, created by its first write)")
 	consistency := fs.String("consistency", "linearizable", "reads: linearizable, leader or stale")
 	format := fs.String("format", "table", "output: table, csv or json (one JSON object per statement and line;\n"+
 		"a row is an object keyed by column name, a repeated name gets a suffix (a, a:2), a blob is {\"blob\": \"<hex>\"},\n"+
@@ -57,6 +59,9 @@ func runSQL(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	if *format != "table" && *format != "csv" && *format != "json" {
 		return usageError{"--format must be table, csv or json"}
+	}
+	if err := store.CheckName(*db); err != nil {
+		return usageError{fmt.Sprintf("--db: %v", err)}
 	}
 	script := strings.Join(fs.Args(), " ")
 	if fs.NArg() == 0 {
