@@ -161,7 +161,7 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 		return fmt.Errorf("%w: node %d is the only voter; a cluster without voters can decide nothing (add another voter first, or stop the node)", ErrMembership, id)
 	}
 	if member && role == RoleVoter {
-		if err := n.checkQuorumAfterRemoval(id); err != nil {
+		if err := n.checkQuorumAfterRemoval(ctx, id); err != nil {
 			return err
 		}
 	}
@@ -185,8 +185,28 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 // would not hold a quorum of members that answer the leader: the cluster would take no
 // writes until enough of them came back (a QA pass removed a live voter while another was
 // down; etcd's strict reconfiguration check refuses the same). Elsewhere the leader
-// decides.
-func (n *Node) checkQuorumAfterRemoval(id uint64) error {
+// decides. raft clears a follower's RecentActive every election timeout and sets it at its
+// next answer (a heartbeat later), and a new leader starts with it clear: a failed check
+// is looked at again every tick for two election timeouts before it refuses.
+func (n *Node) checkQuorumAfterRemoval(ctx context.Context, id uint64) error {
+	deadline := time.Now().Add(n.retryEvery())
+	for {
+		err := n.quorumAfterRemoval(id)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-time.After(n.cfg.TickInterval):
+		case <-ctx.Done():
+			return err
+		case <-n.stopc:
+			return ErrStopped
+		}
+	}
+}
+
+// quorumAfterRemoval is one look of checkQuorumAfterRemoval.
+func (n *Node) quorumAfterRemoval(id uint64) error {
 	st := n.raft.Status()
 	if st.RaftState != raft.StateLeader {
 		return nil
