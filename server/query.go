@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/tandemdb/tandem/internal/sqlite"
 	"github.com/tandemdb/tandem/internal/store"
@@ -16,6 +18,7 @@ type cursor struct {
 	mu       sync.Mutex // one page at a time
 	rows     *store.Rows
 	pageRows int
+	used     atomic.Int64 // Unix ns of the last page asked for (the idle timeout)
 }
 
 func (c *cursor) close() {
@@ -30,6 +33,7 @@ func (c *cursor) close() {
 // page reads up to maxRows rows or about maxBytes of values; ctx is the request's (its end
 // stops the statement).
 func (c *cursor) page(ctx context.Context, maxRows, maxBytes int) (rows [][]wire.Value, done bool, err error) {
+	c.used.Store(time.Now().UnixNano())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.rows == nil {
@@ -180,7 +184,8 @@ func (ss *session) next(ctx context.Context, id uint64) wire.Message {
 	c, ok := ss.cursors[id]
 	ss.mu.Unlock()
 	if !ok {
-		return &wire.Error{Code: wire.CodeNoSuchCursor, Message: fmt.Sprintf("cursor %d", id)}
+		return &wire.Error{Code: wire.CodeNoSuchCursor, Message: fmt.Sprintf(
+			"cursor %d: not open (read to its end, closed, or closed after %v without a page)", id, ss.srv.cfg.CursorIdleTimeout)}
 	}
 	data, done, err := c.page(ctx, c.pageRows, ss.srv.cfg.PageBytes)
 	if err != nil || done {
@@ -193,6 +198,34 @@ func (ss *session) next(ctx context.Context, id uint64) wire.Message {
 		return errorMsg(err)
 	}
 	return &wire.RowsPage{Cursor: id, Rows: data, Done: done}
+}
+
+// expireCursors closes the cursors of the connection that no page was asked of for
+// CursorIdleTimeout; it runs until the connection ends.
+func (ss *session) expireCursors() {
+	timeout := ss.srv.cfg.CursorIdleTimeout
+	t := time.NewTicker(min(timeout/4, 30*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ss.ctx.Done():
+			return
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-timeout).UnixNano()
+		var idle []*cursor
+		ss.mu.Lock()
+		for id, c := range ss.cursors {
+			if c.used.Load() < cutoff {
+				delete(ss.cursors, id)
+				idle = append(idle, c)
+			}
+		}
+		ss.mu.Unlock()
+		for _, c := range idle {
+			c.close() // waits for a page being read
+		}
+	}
 }
 
 func (ss *session) closeCursor(id uint64) wire.Message {

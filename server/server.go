@@ -55,6 +55,10 @@ type Config struct {
 	PageBytes        int           // a page is cut once its values exceed this, default 1 MiB
 	HandshakeTimeout time.Duration // TLS handshake + preamble + Hello, default 10s
 	RequestTimeout   time.Duration // upper bound on one request, default 60s
+	// CursorIdleTimeout closes a cursor that no Next has asked a page of for that long
+	// (default 5m): a result left open holds a SQLite connection and keeps its database's
+	// WAL from starting again, until its client's connection closes.
+	CursorIdleTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -81,6 +85,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 60 * time.Second
+	}
+	if c.CursorIdleTimeout <= 0 {
+		c.CursorIdleTimeout = 5 * time.Minute
 	}
 }
 

@@ -98,6 +98,11 @@ func (ss *session) run() {
 		defer close(writerDone)
 		ss.writeLoop(w)
 	}()
+	ss.wg.Add(1)
+	go func() {
+		defer ss.wg.Done()
+		ss.expireCursors()
+	}()
 	defer func() {
 		ss.cancel()
 		ss.wg.Wait() // every request goroutine has queued its answer or given up
