@@ -140,3 +140,23 @@ func TestJSONValue(t *testing.T) {
 		}
 	}
 }
+
+// A script of comments only runs nothing and succeeds (a QA pass got exit 2, "no SQL
+// given"); no script at all is a usage error.
+func TestCommentOnlyScript(t *testing.T) {
+	for _, tc := range []struct {
+		stdin string
+		code  int
+	}{
+		{"-- a migration with nothing left\n/* x */ ;\n", 0},
+		{"", 2},
+		{"  \n", 2},
+	} {
+		var stderr bytes.Buffer
+		code := run(context.Background(), []string{"sql", "--cluster", "127.0.0.1:1", "--timeout", "1s"},
+			strings.NewReader(tc.stdin), io.Discard, &stderr)
+		if code != tc.code {
+			t.Errorf("script %q: exit %d (%s), want %d", tc.stdin, code, stderr.String(), tc.code)
+		}
+	}
+}

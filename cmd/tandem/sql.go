@@ -73,6 +73,9 @@ func runSQL(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	stmts := splitStatements(script)
 	if len(stmts) == 0 {
+		if strings.TrimSpace(script) != "" {
+			return nil // only comments and semicolons: nothing to run (a migration file may be)
+		}
 		return usageError{"no SQL given (arguments or standard input)"}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *cf.timeout)
