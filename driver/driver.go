@@ -237,7 +237,9 @@ func WithConsistency(ctx context.Context, c client.Consistency) context.Context 
 }
 
 // WithMinIndex returns a context whose queries wait until the node applied index (a
-// client.Result.Index), for read-your-writes on followers.
+// client.Result.Index), for read-your-writes on followers. database/sql's Result does not
+// carry the index: write through the client package to have it, or read at the default
+// consistency (linearizable) or leader, which see every acknowledged write.
 func WithMinIndex(ctx context.Context, index uint64) context.Context {
 	return context.WithValue(ctx, keyMinIndex, index)
 }
