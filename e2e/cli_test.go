@@ -268,7 +268,10 @@ SELECT msg FROM log ORDER BY rowid;
 			t.Errorf("rolled-back rows are present: %q", got)
 		}
 		sqlFail(t, 2, "", "--format", "yaml", "SELECT 1")
-		sqlFail(t, 2, "   \n-- only a comment\n")
+		sqlFail(t, 2, "   \n") // no SQL at all
+		if out := sql(t, "   \n-- only a comment\n"); out != "" {
+			t.Errorf("a script of comments only printed %q", out)
+		}
 	})
 
 	run(t, "transfer", func(t *testing.T) {

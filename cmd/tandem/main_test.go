@@ -160,3 +160,24 @@ func TestCommentOnlyScript(t *testing.T) {
 		}
 	}
 }
+
+// CSV tells NULL (empty) from ” (a quoted empty field), and quotes what RFC 4180 requires.
+func TestCSVField(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		null bool
+		want string
+	}{
+		{"", true, ``},
+		{"", false, `""`},
+		{"plain", false, `plain`},
+		{`a,b`, false, `"a,b"`},
+		{`say "hi"`, false, `"say ""hi"""`},
+		{"two\nlines", false, "\"two\nlines\""},
+		{" padded", false, `" padded"`},
+	} {
+		if got := csvField(tc.in, tc.null); got != tc.want {
+			t.Errorf("csvField(%q, %v) = %s, want %s", tc.in, tc.null, got, tc.want)
+		}
+	}
+}

@@ -1,8 +1,8 @@
 package main
 
 import (
+	"bufio"
 	"context"
-	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -224,17 +224,20 @@ func (sh *shell) print(rs resultSet) error {
 		if !rs.isQuery {
 			return nil
 		}
-		w := csv.NewWriter(sh.out)
-		_ = w.Write(rs.Columns)
+		w := bufio.NewWriter(sh.out)
+		names := make([]string, len(rs.Columns))
+		for i, c := range rs.Columns {
+			names[i] = csvField(c, false)
+		}
+		w.WriteString(strings.Join(names, ",") + "\n")
 		for _, r := range rs.Rows {
 			rec := make([]string, len(r))
 			for i, v := range r {
-				rec[i] = textValue(v, "")
+				rec[i] = csvField(textValue(v, ""), v == nil)
 			}
-			_ = w.Write(rec)
+			w.WriteString(strings.Join(rec, ",") + "\n")
 		}
-		w.Flush()
-		return w.Error()
+		return w.Flush()
 	default:
 		if !rs.isQuery {
 			return nil
@@ -254,6 +257,20 @@ func (sh *shell) print(rs resultSet) error {
 
 // textValue renders a value for table and CSV output; blobs that are not UTF-8 text show as
 // X'hex' literals and REALs always show a decimal point or an exponent.
+// csvField quotes a CSV field as RFC 4180 does when it must (a comma, a quote, a line break,
+// white space at either end), and also when it is the empty text, so that NULL (an empty,
+// unquoted field, as PostgreSQL's CSV writes it) and ” (a quoted empty field) differ: they
+// printed alike (found by a QA pass).
+func csvField(s string, null bool) string {
+	if null {
+		return ""
+	}
+	if s != "" && !strings.ContainsAny(s, ",\"\r\n") && strings.TrimSpace(s) == s {
+		return s
+	}
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
 func textValue(v any, null string) string {
 	switch x := v.(type) {
 	case nil:
