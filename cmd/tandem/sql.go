@@ -42,7 +42,7 @@ func runSQL(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	consistency := fs.String("consistency", "linearizable", "reads: linearizable, leader or stale")
 	format := fs.String("format", "table", "output: table, csv or json (one JSON object per statement and line;\n"+
 		"a row is an object keyed by column name, a repeated name gets a suffix (a, a:2), a blob is {\"blob\": \"<hex>\"},\n"+
-		"an infinite or NaN real {\"real\": \"+Inf\"})")
+		"an infinite or NaN real {\"real\": \"+Inf\"}; in csv NULL is an empty field and '' a quoted empty one)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
