@@ -9,7 +9,7 @@ import (
 // A cursor no page was asked of for CursorIdleTimeout is closed; one read now and then stays.
 func TestIdleCursorsExpire(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	ss := &session{srv: &Server{cfg: Config{CursorIdleTimeout: 200 * time.Millisecond}}, ctx: ctx,
+	ss := &session{srv: &Server{cfg: Config{CursorIdleTimeout: 500 * time.Millisecond}}, ctx: ctx,
 		cursors: map[uint64]*cursor{1: {}, 2: {}}}
 	for _, c := range ss.cursors {
 		c.used.Store(time.Now().UnixNano())
@@ -19,8 +19,8 @@ func TestIdleCursorsExpire(t *testing.T) {
 		defer close(done)
 		ss.expireCursors()
 	}()
-	for range 10 { // 500 ms: cursor 2 is read every 50 ms, cursor 1 never
-		time.Sleep(50 * time.Millisecond)
+	for range 60 { // 1.2 s: cursor 2 is read every 20 ms, cursor 1 never
+		time.Sleep(20 * time.Millisecond)
 		ss.mu.Lock()
 		if c := ss.cursors[2]; c != nil {
 			c.used.Store(time.Now().UnixNano())
@@ -34,6 +34,6 @@ func TestIdleCursorsExpire(t *testing.T) {
 	cancel()
 	<-done
 	if has1 || !has2 {
-		t.Fatalf("after 500 ms with a 200 ms idle timeout: idle cursor open %v, read cursor open %v", has1, has2)
+		t.Fatalf("after 1.2 s with a 500 ms idle timeout: idle cursor open %v, read cursor open %v", has1, has2)
 	}
 }
