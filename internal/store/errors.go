@@ -39,8 +39,9 @@ var (
 	// entry from another leader had to be applied; errLeadershipAbort), or because one of
 	// its statements rolled it back (ON CONFLICT ROLLBACK, RAISE(ROLLBACK), a write
 	// cancelled mid-way); nothing of it was committed.
-	ErrTxAborted       = errors.New("store: transaction aborted")
-	errLeadershipAbort = fmt.Errorf("%w by a leadership change", ErrTxAborted)
+	ErrTxAborted          = errors.New("store: transaction aborted")
+	errLeadershipAbort    = fmt.Errorf("%w by a leadership change", ErrTxAborted)
+	errRolledBackBySQLite = fmt.Errorf("%w: SQLite rolled it back after an error (I/O, out of memory or a full disk)", ErrTxAborted)
 	// ErrNotCommitted: Outcome found no record of the request on the leader, after every
 	// entry of earlier leaders was applied and with no transaction of this database open or
 	// committing: it was not committed and never will be.

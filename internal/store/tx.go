@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -196,6 +197,14 @@ func (wr *writer) runTx(j *job) {
 		}
 		select {
 		case op := <-t.ops:
+			if c.Autocommit() {
+				// SQLite rolled the transaction back on its own (an I/O error, out of memory or
+				// a full disk, during a read too): a SAVEPOINT now would start a new one, and
+				// Commit would replicate only what came after.
+				op.reply <- jobResult{err: errRolledBackBySQLite}
+				end(errRolledBackBySQLite)
+				return
+			}
 			switch op.kind {
 			case txFetch, txCloseCursor:
 				var ch *txChunk
@@ -240,6 +249,12 @@ func (wr *writer) runTx(j *job) {
 			stop := c.CancelOn(op.ctx)
 			out := w.run(op.sql, op.args, sess.IsEmpty, true)
 			stop()
+			if c.Autocommit() && (wr.preempted() || out.res.Err != nil && errors.Is(out.res.Err, sqlite.ErrInterrupt) && op.ctx.Err() == nil) {
+				// Apply interrupted the writer to take the write lock for another leader's entry.
+				op.reply <- jobResult{res: Result{}, err: errLeadershipAbort}
+				end(errLeadershipAbort)
+				return
+			}
 			if c.Autocommit() {
 				// The statement ended the whole transaction (ON CONFLICT ROLLBACK,
 				// RAISE(ROLLBACK), a write cancelled mid-way): say so with its own error.

@@ -548,3 +548,49 @@ func TestStatementThatRollsBackTheTransaction(t *testing.T) {
 		t.Fatalf("rows %s", got)
 	}
 }
+
+// A write that apply interrupts to take the write lock for another leader's entry is not
+// the request's own failure: it answers "outcome unknown" (clients retry), in a batch and in
+// a transaction (found by a review: it answered the statement's own 'interrupted').
+func TestPreemptedWriteIsNotItsOwnError(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	ctx := context.Background()
+	mustExec(t, s, "CREATE TABLE big(x)")
+	db, _ := s.database(testDB, false)
+	const endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n) INSERT INTO big SELECT i FROM n"
+
+	done := make(chan struct{})
+	var res Result
+	var err error
+	go func() {
+		defer close(done)
+		res, err = s.Exec(ctx, testDB, Request{ClientID: 5, RequestID: 1, SQL: endless})
+	}()
+	time.Sleep(200 * time.Millisecond)
+	db.preempt()
+	<-done
+	if !errors.Is(err, ErrOutcomeUnknown) || res.Err != nil {
+		t.Fatalf("a batched write preempted: %v, statement error %v; want ErrOutcomeUnknown", err, res.Err)
+	}
+
+	tx, err := s.Begin(ctx, testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		res, err = tx.Exec(ctx, endless, nil)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	db.preempt()
+	<-done
+	if !errors.Is(err, ErrTxAborted) || res.Err != nil {
+		t.Fatalf("a transaction's write preempted: %v, statement error %v; want ErrTxAborted", err, res.Err)
+	}
+	mustExec(t, s, "INSERT INTO big VALUES(1)")
+	if n := queryInt(t, s, "SELECT count(*) FROM big"); n != 1 {
+		t.Fatalf("%d rows", n)
+	}
+}

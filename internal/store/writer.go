@@ -481,6 +481,11 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 			// a write cancelled mid-way): the requests before it in this batch went with it.
 			sess.Close()
 			sess = nil
+			if wr.preempted() || out.res.Err != nil && errors.Is(out.res.Err, sqlite.ErrInterrupt) && j.ctx.Err() == nil {
+				// Not the request's doing: apply interrupted the writer to take the write
+				// lock for another leader's entry. Outcome unknown, so that clients retry.
+				return fatal(errPreempted)
+			}
 			return wr.batchRolledBack(j, out.res, slots, live[i+1:])
 		}
 		if out.res.Err != nil || out.again {
