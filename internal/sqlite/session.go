@@ -14,9 +14,21 @@ type Session struct {
 	p uintptr
 }
 
+// sessionTableFilter keeps SQLite's statistics tables (sqlite_stat1 to sqlite_stat4, which
+// ANALYZE fills) out of sessions: they are each node's own, and their rows in a session made
+// a later schema change of the same request fail or be refused.
+func sessionTableFilter(_ *libc.TLS, _, zTab uintptr) int32 {
+	if strings.HasPrefix(goString(zTab), "sqlite_stat") {
+		return 0
+	}
+	return 1
+}
+
+var sessionTableFilterPtr = cFunc(sessionTableFilter)
+
 // CreateSession creates a session on schema "main" with
 // SQLITE_SESSION_OBJCONFIG_ROWID on (tables without a PRIMARY KEY are
-// captured, keyed by rowid), attached to all tables.
+// captured, keyed by rowid), attached to all tables but SQLite's statistics tables.
 func (c *Conn) CreateSession() (*Session, error) {
 	if c.db == 0 {
 		return nil, errClosed()
@@ -47,6 +59,7 @@ func (c *Conn) CreateSession() (*Session, error) {
 		rc = lib.SQLITE_MISUSE
 	}
 	if rc == lib.SQLITE_OK {
+		lib.Xsqlite3session_table_filter(tls, p, sessionTableFilterPtr, 0)
 		rc = lib.Xsqlite3session_attach(tls, p, 0)
 	}
 	if rc != lib.SQLITE_OK {

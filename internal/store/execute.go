@@ -141,12 +141,20 @@ func (w *wconn) run(text string, args []sqlite.Value, sessionEmpty func() bool, 
 			st.Close()
 			return fail(err)
 		}
-		kw := firstKeyword(sqlText)
+		// The statement's own first word: EXPLAIN ANALYZE or EXPLAIN DROP change nothing.
+		kw := leadingWord(sqlText)
 		ddlKw := kw == "CREATE" || kw == "DROP" || kw == "ALTER" || kw == "ANALYZE" || kw == "REINDEX"
 		var (
 			sv0    int64
 			before map[string]schemaObj
 		)
+		if kw == "ANALYZE" && !sessionEmpty() {
+			// The other nodes run it before the entry's row changes: after some, their
+			// statistics would not be the leader's.
+			st.Close()
+			return fail(requestError(codeError, "tandem: ANALYZE must come before any row change of its request or "+
+				"transaction (the other nodes run it ahead of those changes): send it on its own"))
+		}
 		if ddlKw {
 			if sv0, err = c.SchemaVersion(); err == nil {
 				before, err = readSchema(c)
@@ -508,7 +516,13 @@ func checkPragma(text string) error {
 // firstKeyword returns the first word of a statement in upper case, skipping white space and
 // comments.
 func firstKeyword(s string) string {
-	s = skipExplain(skipSpaceAndComments(s))
+	return leadingWord(skipExplain(skipSpaceAndComments(s)))
+}
+
+// leadingWord is the first word of s in upper case (after white space and comments), EXPLAIN
+// included.
+func leadingWord(s string) string {
+	s = skipSpaceAndComments(s)
 	end := 0
 	for end < len(s) && (s[end] >= 'a' && s[end] <= 'z' || s[end] >= 'A' && s[end] <= 'Z') {
 		end++
