@@ -149,16 +149,10 @@ func (n *Node) addrOfLocked(id uint64) string {
 func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 	n.mu.Lock()
 	role, member := n.roleLocked(id)
-	voters := 0
-	for _, m := range n.membersLocked() {
-		if m.Role == RoleVoter {
-			voters++
-		}
-	}
+	onlyVoter := n.onlyVoterLocked(id)
 	n.mu.Unlock()
-	if member && role == RoleVoter && voters == 1 {
-		// raft cannot run without a voter: the entry would panic every node that applies it.
-		return fmt.Errorf("%w: node %d is the only voter; a cluster without voters can decide nothing (add another voter first, or stop the node)", ErrMembership, id)
+	if onlyVoter != nil {
+		return onlyVoter
 	}
 	if member && role == RoleVoter {
 		if err := n.checkQuorumAfterRemoval(ctx, id); err != nil {
@@ -176,9 +170,29 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 	return n.changeMembership(ctx,
 		func() *raftpb.ConfChangeV2 { return confChange(raftpb.ConfChangeRemoveNode, id, "") },
 		func() (bool, error) {
-			_, ok := n.roleLocked(id)
-			return !ok, nil
+			if _, ok := n.roleLocked(id); !ok {
+				return true, nil
+			}
+			// Checked before every proposal: a concurrent removal may have left id alone
+			// since (a review saw two at once propose no-voter changes until their timeout).
+			return false, n.onlyVoterLocked(id)
 		})
+}
+
+// onlyVoterLocked refuses removing id when it is the only voter: raft cannot run without
+// one, and the entry would panic every node that applied it. n.mu must be held.
+func (n *Node) onlyVoterLocked(id uint64) error {
+	voters, isVoter := 0, false
+	for _, m := range n.membersLocked() {
+		if m.Role == RoleVoter {
+			voters++
+			isVoter = isVoter || m.ID == id
+		}
+	}
+	if isVoter && voters == 1 {
+		return fmt.Errorf("%w: node %d is the only voter; a cluster without voters can decide nothing (add another voter first, or stop the node)", ErrMembership, id)
+	}
+	return nil
 }
 
 // checkQuorumAfterRemoval refuses, on the leader, to remove voter id when the voters left

@@ -873,3 +873,55 @@ func TestRemovalKeepsAQuorumThatAnswers(t *testing.T) {
 	}
 	c.proposeAll(seq("after", 0, 3))
 }
+
+// Right after a leadership transfer the new leader has heard from no follower yet (raft
+// clears RecentActive when it becomes leader): "transfer, then remove the old leader" must not
+// be refused for a quorum that is there (found by a review of the check).
+func TestRemovalCheckAfterTransfer(t *testing.T) {
+	c := newMemCluster(t, func(c *Config) { c.TickInterval, c.ElectionTicks, c.HeartbeatTicks = 50*time.Millisecond, 6, 2 })
+	c.bootstrap(3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for range 4 {
+		lead := c.leader()
+		to := lead%3 + 1
+		if err := c.node(lead).TransferLeadership(ctx, to); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.node(to).LeaderReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.node(to).checkQuorumAfterRemoval(ctx, lead); err != nil {
+			t.Fatalf("a healthy cluster's removal refused after a transfer: %v", err)
+		}
+	}
+}
+
+// Two removals at once in a cluster of two voters: one succeeds, the other is refused as the
+// removal of the only voter (it proposed no-voter changes until its context ended).
+func TestConcurrentRemovals(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(2)
+	lead := c.leader()
+	other := 3 - lead
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() { errs <- c.node(lead).RemoveMember(ctx, other) }()
+	time.Sleep(50 * time.Microsecond) // both pass the checks before the first one commits
+	go func() { errs <- c.node(lead).RemoveMember(ctx, lead) }()
+	done := 0
+	for range 2 {
+		// The other one is refused: as the only voter's removal, or, when the leader's own
+		// removal went first, by a node that no longer leads.
+		switch err := <-errs; {
+		case err == nil:
+			done++
+		case errors.Is(err, context.DeadlineExceeded):
+			t.Fatalf("a concurrent removal ran until its deadline: %v", err)
+		}
+	}
+	if done != 1 {
+		t.Fatalf("%d removals done, want 1", done)
+	}
+}
