@@ -316,20 +316,23 @@ func TestTimeOrderAndNilBlob(t *testing.T) {
 // recursive CTE) unless interrupted.
 const slowSQL = `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000000) SELECT count(*) FROM c`
 
+// within runs f, which must succeed within d: longer means that a cancelled statement
+// went on (holding the writer, a read connection or a transaction's lock).
+func within(t *testing.T, what string, d time.Duration, f func() error) {
+	t.Helper()
+	start := time.Now()
+	if err := f(); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if el := time.Since(start); el > d {
+		t.Fatalf("%s took %v: a cancelled statement went on", what, el)
+	}
+}
+
 // A statement whose caller gave up is stopped on the server (the client sends Cancel): it
 // does not go on holding the database's writer.
 func TestCancelledStatementStopsOnTheServer(t *testing.T) {
 	_, db, ctx := oneNodeDB(t, `CREATE TABLE t(x)`)
-	within := func(what string, d time.Duration, f func() error) {
-		t.Helper()
-		start := time.Now()
-		if err := f(); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		if el := time.Since(start); el > d {
-			t.Fatalf("%s took %v: the cancelled statement went on holding the writer", what, el)
-		}
-	}
 
 	// An autocommit write cancelled without a deadline (the request carries none).
 	wctx, cancel := context.WithCancel(ctx)
@@ -337,7 +340,7 @@ func TestCancelledStatementStopsOnTheServer(t *testing.T) {
 	if _, err := db.ExecContext(wctx, `INSERT INTO t `+slowSQL); err == nil {
 		t.Fatal("the slow write finished")
 	}
-	within("the next write", 5*time.Second, func() error {
+	within(t, "the next write", 5*time.Second, func() error {
 		_, err := db.ExecContext(ctx, `INSERT INTO t VALUES(1)`)
 		return err
 	})
@@ -354,8 +357,8 @@ func TestCancelledStatementStopsOnTheServer(t *testing.T) {
 	if err == nil {
 		t.Fatal("the slow query finished")
 	}
-	within("rolling back", 5*time.Second, tx.Rollback)
-	within("a write after the transaction", 5*time.Second, func() error {
+	within(t, "rolling back", 5*time.Second, tx.Rollback)
+	within(t, "a write after the transaction", 5*time.Second, func() error {
 		_, err := db.ExecContext(ctx, `INSERT INTO t VALUES(2)`)
 		return err
 	})
@@ -367,16 +370,6 @@ func TestCancelledStatementStopsOnTheServer(t *testing.T) {
 // under the connection's context (found by a QA pass on 2026-12-03).
 func TestCancelledReadStopsOnTheServer(t *testing.T) {
 	_, db, ctx := oneNodeDB(t, `CREATE TABLE t(x)`)
-	within := func(what string, d time.Duration, f func() error) {
-		t.Helper()
-		start := time.Now()
-		if err := f(); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		if el := time.Since(start); el > d {
-			t.Fatalf("%s took %v: the cancelled reads went on", what, el)
-		}
-	}
 	// More cancelled reads than the pool has connections (4 by default).
 	for range 6 {
 		qctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
@@ -387,7 +380,7 @@ func TestCancelledReadStopsOnTheServer(t *testing.T) {
 			t.Fatal("the slow query finished")
 		}
 	}
-	within("a read after them", 5*time.Second, func() error {
+	within(t, "a read after them", 5*time.Second, func() error {
 		var n int64
 		return db.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&n)
 	})
@@ -403,8 +396,8 @@ func TestCancelledReadStopsOnTheServer(t *testing.T) {
 	if err == nil {
 		t.Fatal("the slow query finished")
 	}
-	within("the read-only transaction's next query", 5*time.Second, func() error {
+	within(t, "the read-only transaction's next query", 5*time.Second, func() error {
 		return ro.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&n)
 	})
-	within("its rollback", 5*time.Second, ro.Rollback)
+	within(t, "its rollback", 5*time.Second, ro.Rollback)
 }

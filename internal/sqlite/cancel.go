@@ -44,18 +44,12 @@ func (c *Conn) CancelOn(ctx context.Context) (stop func()) {
 		c.imu.Unlock()
 		lib.Xsqlite3_progress_handler(c.tls, c.db, cancelEvery, progressHandlerPtr, p)
 	}
-	landed := make(chan struct{})
-	stopAfter := context.AfterFunc(ctx, func() {
-		c.setCancel(1)
-		close(landed)
-	})
+	stopSetting := onDone(ctx, func() { c.setCancel(1) })
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			if !stopAfter() {
-				<-landed
-			}
-			c.setCancel(0)
+			stopSetting()
+			c.setCancel(0) // once only: a later CancelOn may have set it meanwhile
 		})
 	}
 }

@@ -438,9 +438,15 @@ func (c *Conn) Interrupt() {
 // statement to start, provided every statement on c has been reset or closed by then.
 // Stop may be called more than once.
 func (c *Conn) InterruptOn(ctx context.Context) (stop func()) {
+	return onDone(ctx, c.Interrupt)
+}
+
+// onDone calls f once ctx ends, until stop is called. Stop returns only once a call of f that
+// already started has returned, and may be called more than once.
+func onDone(ctx context.Context, f func()) (stop func()) {
 	landed := make(chan struct{})
 	stopAfter := context.AfterFunc(ctx, func() {
-		c.Interrupt()
+		f()
 		close(landed)
 	})
 	var once sync.Once
