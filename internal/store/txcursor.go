@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/tandemdb/tandem/internal/sqlite"
@@ -44,7 +45,8 @@ type txChunk struct {
 // error.
 //
 // ctx bounds the statement until its first chunk is read; cursorCtx (nil: ctx) bounds the
-// later chunks, which are read after the request that began the cursor has been answered.
+// later chunks that Next reads, after the request that began the cursor has been answered
+// (NextPage takes a context of its own for each page).
 func (t *Tx) Query(ctx, cursorCtx context.Context, sql string, args []sqlite.Value, limits ChunkLimits) (*Rows, error) {
 	limits = limits.orDefault()
 	if cursorCtx == nil {
@@ -77,7 +79,9 @@ func (r *Rows) nextTx(ctx context.Context, dst []sqlite.Value) (bool, error) {
 		}
 		res, err := r.tx.call(ctx, &txOp{kind: txFetch, ctx: ctx, cursor: r.txCursor, limits: r.limits})
 		if err != nil {
-			r.done = true // the writer closed the statement (or the transaction ended)
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				r.done = true // the writer closed the statement (or the transaction ended)
+			} // else the op never reached the writer: the statement is open, and Close closes it
 			return false, err
 		}
 		r.chunk, r.done = res.chunk.rows, res.chunk.done

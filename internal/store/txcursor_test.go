@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -334,5 +335,40 @@ func TestKeptResultsLeaveThePool(t *testing.T) {
 	db.poolMu.Unlock()
 	if open > 2 || idle > 2 || s.openResults.Load() != 0 {
 		t.Fatalf("after closing: pool counts %d open, %d idle, %d kept; want at most 2, 2, 0", open, idle, s.openResults.Load())
+	}
+}
+
+// A page asked with a context that has ended leaves no statement open once the result is
+// closed, whether or not the fetch reached the writer: the transaction can then drop the
+// table (SQLite refuses while a statement on it is open). Before, a fetch that never
+// reached the writer marked the result done, and Close left its statement open.
+func TestTxCursorCancelledPageThenClose(t *testing.T) {
+	f := newCluster(t, 1, nil)
+	s := f.leader()
+	ctx := context.Background()
+	for i := range 20 {
+		mustExec(t, s, fmt.Sprintf("CREATE TABLE t%d(id INTEGER PRIMARY KEY)", i))
+		mustExec(t, s, fmt.Sprintf("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 100) INSERT INTO t%d SELECT i FROM n", i))
+		tx, err := s.Begin(ctx, testDB, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := tx.Query(ctx, nil, fmt.Sprintf("SELECT id FROM t%d", i), nil, ChunkLimits{Rows: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := rows.NextPage(ctx, 10, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		gone, cancel := context.WithCancel(ctx)
+		cancel()
+		_, _, _ = rows.NextPage(gone, 10, 1<<20) // fails, or succeeds if the writer read it first
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
+		mustTxExec(t, tx, fmt.Sprintf("DROP TABLE t%d", i))
+		if _, err := tx.Commit(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
