@@ -11,6 +11,25 @@ import (
 	"github.com/tandemdb/tandem/internal/sqlite"
 )
 
+// idTable creates table name(id INTEGER PRIMARY KEY) holding 1..n.
+func idTable(t *testing.T, s *Store, name string, n int) {
+	t.Helper()
+	mustExec(t, s, fmt.Sprintf("CREATE TABLE %s(id INTEGER PRIMARY KEY)", name))
+	mustExec(t, s, fmt.Sprintf("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < %d) INSERT INTO %s SELECT i FROM n", n, name))
+}
+
+// begin starts an interactive transaction of client 1, rolled back at the test's end unless
+// it ended before.
+func begin(t *testing.T, s *Store) *Tx {
+	t.Helper()
+	tx, err := s.Begin(context.Background(), testDB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback() })
+	return tx
+}
+
 // A read inside a read-write transaction streams in chunks from the writer: it sees the
 // transaction's own writes, the transaction goes on between chunks (other statements, a
 // failing one among them), and the commit replicates as usual.
@@ -76,11 +95,7 @@ func TestTxQueryChunkBytes(t *testing.T) {
 	ctx := context.Background()
 	mustExec(t, s, "CREATE TABLE big(v BLOB)")
 	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 20) INSERT INTO big SELECT zeroblob(100000) FROM n")
-	tx, err := s.Begin(ctx, testDB, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
+	tx := begin(t, s)
 	rows, err := tx.Query(ctx, nil, "SELECT v FROM big", nil, ChunkLimits{Rows: 1000, Bytes: 250000})
 	if err != nil {
 		t.Fatal(err)
@@ -99,8 +114,7 @@ func TestTxQueryEdges(t *testing.T) {
 	f := newCluster(t, 1, nil)
 	s := f.leader()
 	ctx := context.Background()
-	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
-	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 100) INSERT INTO t SELECT i FROM n")
+	idTable(t, s, "t", 100)
 
 	tx, err := s.Begin(ctx, testDB, 1)
 	if err != nil {
@@ -175,8 +189,7 @@ func TestTxQueryIdle(t *testing.T) {
 	f := newCluster(t, 1, func(o *Options) { o.TxIdleTimeout = 300 * time.Millisecond })
 	s := f.leader()
 	ctx := context.Background()
-	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
-	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 50) INSERT INTO t SELECT i FROM n")
+	idTable(t, s, "t", 50)
 	tx, err := s.Begin(ctx, testDB, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -215,13 +228,8 @@ func TestTxCancelWithOpenCursor(t *testing.T) {
 	f := newCluster(t, 1, nil)
 	s := f.leader()
 	ctx := context.Background()
-	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
-	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 100) INSERT INTO t SELECT i FROM n")
-	tx, err := s.Begin(ctx, testDB, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
+	idTable(t, s, "t", 100)
+	tx := begin(t, s)
 	rows, err := tx.Query(ctx, nil, "SELECT id FROM t ORDER BY id", nil, ChunkLimits{Rows: 10})
 	if err != nil || rows.txCursor == 0 {
 		t.Fatalf("no cursor: %v", err)
@@ -256,11 +264,7 @@ func TestNextPageKeepsRowsBeforeAFailure(t *testing.T) {
 	mustExec(t, s, "CREATE TABLE big(id INTEGER PRIMARY KEY)")
 	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000) INSERT INTO big SELECT i FROM n")
 	const q = "SELECT CASE WHEN id = 1000 THEN abs(-9223372036854775808) ELSE id END FROM big ORDER BY id"
-	tx, err := s.Begin(ctx, testDB, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
+	tx := begin(t, s)
 	pooled, err := s.Query(ctx, testDB, q, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -296,8 +300,7 @@ func TestNextPageKeepsRowsBeforeAFailure(t *testing.T) {
 func TestKeptResultsLeaveThePool(t *testing.T) {
 	f := newCluster(t, 1, func(o *Options) { o.ReadPoolSize, o.MaxOpenResults = 2, 3 })
 	s := f.leader()
-	mustExec(t, s, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
-	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 100) INSERT INTO t SELECT i FROM n")
+	idTable(t, s, "t", 100)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var kept []*Rows
