@@ -146,8 +146,9 @@ func (cs *txCursors) keep(ch *txChunk, st *sqlite.Stmt, err error) {
 // several statements are refused, as for a query outside a transaction (the Exec path would
 // answer the last one's rows only).
 func (w *wconn) prepareStreamable(text string) (*sqlite.Stmt, error) {
-	if firstKeyword(text) == "PRAGMA" {
-		return nil, nil
+	pragma := firstKeyword(text) == "PRAGMA"
+	if pragma && checkPragma(text) != nil {
+		return nil, nil // refused on the Exec path, before it is compiled
 	}
 	st, tail, err := w.conn.Prepare(text)
 	if err != nil || st == nil {
@@ -157,7 +158,7 @@ func (w *wconn) prepareStreamable(text string) (*sqlite.Stmt, error) {
 		st.Close()
 		return nil, fmt.Errorf("%w: send several through Exec", ErrNotOneStatement)
 	}
-	if !st.ReadOnly() || checkStatement(st.SQL()) != nil {
+	if pragma || !st.ReadOnly() || checkStatement(st.SQL()) != nil {
 		st.Close()
 		return nil, nil
 	}

@@ -141,8 +141,18 @@ func TestTxQueryEdges(t *testing.T) {
 	if got := readAll(t, rows); len(got) != 1 || got[0][0] != int64(1000) {
 		t.Fatalf("INSERT ... RETURNING in a transaction's query: %v", got)
 	}
-	if _, err := tx.Query(ctx, nil, "SELECT 1; SELECT 2", nil, ChunkLimits{}); err == nil || !strings.Contains(err.Error(), "several") {
-		t.Fatalf("two statements in a transaction's query: %v, want them refused as outside one", err)
+	for _, q := range []string{"SELECT 1; SELECT 2", "PRAGMA user_version; SELECT 2"} {
+		if _, err := tx.Query(ctx, nil, q, nil, ChunkLimits{}); err == nil || !strings.Contains(err.Error(), "several") {
+			t.Fatalf("%q in a transaction's query: %v, want it refused as outside one", q, err)
+		}
+	}
+	if rows, err := tx.Query(ctx, nil, "PRAGMA user_version", nil, ChunkLimits{}); err != nil {
+		t.Fatalf("a reading PRAGMA in a transaction's query: %v", err)
+	} else if got := readAll(t, rows); len(got) != 1 {
+		t.Fatalf("PRAGMA user_version: %v", got)
+	}
+	if _, err := tx.Query(ctx, nil, "PRAGMA writable_schema = 1; SELECT 2", nil, ChunkLimits{}); err == nil || !strings.Contains(err.Error(), "not allowed") {
+		t.Fatalf("a refused PRAGMA in a transaction's query: %v", err)
 	}
 	if _, err := tx.Query(ctx, nil, "SELEC 1", nil, ChunkLimits{}); err == nil || !strings.Contains(err.Error(), "syntax error") {
 		t.Fatalf("bad SQL: %v", err)
