@@ -225,13 +225,18 @@ func (n *Node) quorumAfterRemoval(id uint64) error {
 	if st.RaftState != raft.StateLeader {
 		return nil
 	}
+	// A follower answers every heartbeat: one silent for two heartbeat intervals (and some
+	// room for a loaded machine) does not answer now. raft's RecentActive would say so
+	// only up to an election timeout later (a QA pass removed a live voter right after
+	// another died, and the cluster lost its quorum).
+	fresh := 2*time.Duration(n.cfg.HeartbeatTicks)*n.cfg.TickInterval + 50*time.Millisecond
 	var left, answering []uint64
 	for vid, pr := range st.Progress {
 		if pr.IsLearner || vid == id {
 			continue
 		}
 		left = append(left, vid)
-		if vid == n.cfg.ID || pr.RecentActive {
+		if vid == n.cfg.ID || pr.RecentActive && n.heardWithin(vid, fresh) {
 			answering = append(answering, vid)
 		}
 	}

@@ -52,6 +52,9 @@ type Node struct {
 	// formers holds the members this node saw removed (an immutable map, replaced on every
 	// removal), so that deliver can tell one that missed its removal (see noticeFormer).
 	formers atomic.Pointer[map[uint64]formerMember]
+	// heard: Unix ns of the last message from each peer (*atomic.Int64 by ID), for the
+	// removal's quorum check, which needs fresher news than raft's RecentActive.
+	heard sync.Map
 
 	// apply goroutine state (owned by it after Start).
 	ap applier
@@ -312,6 +315,7 @@ func (n *Node) deliver(m *raftpb.Message) error {
 	if raft.IsLocalMsg(m.GetType()) {
 		return fmt.Errorf("consensus: local message %v from the network", m.GetType())
 	}
+	n.noteHeard(m.GetFrom())
 	if f := n.formers.Load(); f != nil {
 		if fm, ok := (*f)[m.GetFrom()]; ok {
 			// raft ignores messages from non-members; this one may show that its sender
@@ -324,6 +328,21 @@ func (n *Node) deliver(m *raftpb.Message) error {
 		return nil
 	}
 	return n.raft.Step(n.ctx, m)
+}
+
+// noteHeard records that a message from peer id arrived now.
+func (n *Node) noteHeard(id uint64) {
+	v, ok := n.heard.Load(id)
+	if !ok {
+		v, _ = n.heard.LoadOrStore(id, new(atomic.Int64))
+	}
+	v.(*atomic.Int64).Store(time.Now().UnixNano())
+}
+
+// heardWithin reports whether a message from peer id arrived in the last d.
+func (n *Node) heardWithin(id uint64, d time.Duration) bool {
+	v, ok := n.heard.Load(id)
+	return ok && time.Since(time.Unix(0, v.(*atomic.Int64).Load())) <= d
 }
 
 // lostLog reports (and the first time, records as this node's problem) a heartbeat whose
