@@ -843,19 +843,24 @@ func TestRemovingTheLastVoter(t *testing.T) {
 	}
 }
 
-// Removing a live voter while another is down would leave no quorum that answers: refused
-// (found by a QA pass: the cluster then took no writes). Removing the dead one is allowed.
-func TestRemovalKeepsAQuorumThatAnswers(t *testing.T) {
-	c := newMemCluster(t, nil)
-	c.bootstrap(3)
-	lead := c.leader()
+// twoFollowers returns the two voters of a 3-voter cluster (IDs 1 to 3) that lead does not.
+func twoFollowers(lead uint64) (uint64, uint64) {
 	var others []uint64
 	for id := uint64(1); id <= 3; id++ {
 		if id != lead {
 			others = append(others, id)
 		}
 	}
-	down, live := others[0], others[1]
+	return others[0], others[1]
+}
+
+// Removing a live voter while another is down would leave no quorum that answers: refused
+// (found by a QA pass: the cluster then took no writes). Removing the dead one is allowed.
+func TestRemovalKeepsAQuorumThatAnswers(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	lead := c.leader()
+	down, live := twoFollowers(lead)
 	c.stop(down)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -933,13 +938,7 @@ func TestRemovalRightAfterAVoterStopped(t *testing.T) {
 	c := newMemCluster(t, func(c *Config) { c.TickInterval, c.ElectionTicks, c.HeartbeatTicks = 20*time.Millisecond, 50, 1 })
 	c.bootstrap(3)
 	lead := c.leader()
-	var others []uint64
-	for id := uint64(1); id <= 3; id++ {
-		if id != lead {
-			others = append(others, id)
-		}
-	}
-	down, live := others[0], others[1]
+	down, live := twoFollowers(lead)
 	c.stop(down)
 	time.Sleep(150 * time.Millisecond) // far less than the 1 s election timeout
 	if pr := c.node(lead).raft.Status().Progress[down]; !pr.RecentActive {
