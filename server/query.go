@@ -81,7 +81,7 @@ func (ss *session) query(ctx context.Context, m *wire.Query) wire.Message {
 		// runs on the writer that the transaction owns; its rows stream from there in pages
 		// while the transaction lasts.
 		t.mu.Lock()
-		rows, err := t.tx.Query(ctx, ss.ctx, sql, args, store.ChunkLimits{Rows: ss.pageRows(m.PageSize), Bytes: ss.srv.cfg.PageBytes})
+		rows, err := t.tx.Query(ctx, sql, args, store.ChunkLimits{Rows: ss.pageRows(m.PageSize), Bytes: ss.srv.cfg.PageBytes})
 		t.mu.Unlock()
 		if err != nil {
 			return errorMsg(err)

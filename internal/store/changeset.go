@@ -122,17 +122,14 @@ func sqliteVarint(b []byte) (v uint64, n int) {
 func isSequenceTable(name string) bool { return name == "sqlite_sequence" }
 
 // isStatTable reports whether name is one of the tables ANALYZE fills (sqlite_stat1 to
-// sqlite_stat4): planner statistics, which stay local to the node that ran ANALYZE. The
-// other nodes may not even have the table, so a change of one in an entry made every node
-// that applied it diverge (found by a QA pass on 2026-12-03).
+// sqlite_stat4): planner statistics, which every node computes itself (it runs the entry's
+// ANALYZE). A node may not even have the table, so a change of one in an entry made every
+// node that applied it diverge (found by a QA pass on 2026-12-03).
 func isStatTable(name string) bool { return strings.HasPrefix(name, "sqlite_stat") }
 
-// notReplicated is the writer's filter of its changesets: sqlite_sequence travels as
-// SeqChanges, the statistics not at all.
-func notReplicated(name string) bool { return isSequenceTable(name) || isStatTable(name) }
-
 // withoutStatTables drops statistics changes from a changeset about to be applied: entries
-// written before the writer filtered them must not stop a node (and did, on every restart).
+// written before sessions left those tables out must not stop a node (and did, on every
+// restart).
 func withoutStatTables(cs []byte) ([]byte, error) {
 	if !bytes.Contains(cs, []byte("sqlite_stat")) {
 		return cs, nil // the common case, without a copy

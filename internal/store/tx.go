@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -249,15 +248,15 @@ func (wr *writer) runTx(j *job) {
 			stop := c.CancelOn(op.ctx)
 			out := w.run(op.sql, op.args, sess.IsEmpty, true)
 			stop()
-			if c.Autocommit() && (wr.preempted() || out.res.Err != nil && errors.Is(out.res.Err, sqlite.ErrInterrupt) && op.ctx.Err() == nil) {
-				// Apply interrupted the writer to take the write lock for another leader's entry.
-				op.reply <- jobResult{res: Result{}, err: errLeadershipAbort}
-				end(errLeadershipAbort)
-				return
-			}
 			if c.Autocommit() {
-				// The statement ended the whole transaction (ON CONFLICT ROLLBACK,
-				// RAISE(ROLLBACK), a write cancelled mid-way): say so with its own error.
+				// The statement ended the whole transaction.
+				if wr.rolledBackByApply(out.res.Err, op.ctx) {
+					op.reply <- jobResult{res: Result{}, err: errLeadershipAbort}
+					end(errLeadershipAbort)
+					return
+				}
+				// ON CONFLICT ROLLBACK, RAISE(ROLLBACK), a write cancelled mid-way: say so
+				// with its own error.
 				res := out.res
 				res.Err = rolledBackBy(res.Err)
 				op.reply <- jobResult{res: res}

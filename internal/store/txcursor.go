@@ -44,14 +44,11 @@ type txChunk struct {
 // come whole; several statements are refused. A statement's own failure is the returned
 // error.
 //
-// ctx bounds the statement until its first chunk is read; cursorCtx (nil: ctx) bounds the
-// later chunks that Next reads, after the request that began the cursor has been answered
-// (NextPage takes a context of its own for each page).
-func (t *Tx) Query(ctx, cursorCtx context.Context, sql string, args []sqlite.Value, limits ChunkLimits) (*Rows, error) {
+// ctx bounds the statement until its first chunk is read, and the later chunks that Next
+// reads; NextPage takes a context of its own for each page (the server's way: a cursor
+// outlives the request that began it).
+func (t *Tx) Query(ctx context.Context, sql string, args []sqlite.Value, limits ChunkLimits) (*Rows, error) {
 	limits = limits.orDefault()
-	if cursorCtx == nil {
-		cursorCtx = ctx
-	}
 	res, err := t.call(ctx, &txOp{kind: txQuery, ctx: ctx, sql: sql, args: args, limits: limits})
 	if err != nil {
 		return nil, err
@@ -64,7 +61,7 @@ func (t *Tx) Query(ctx, cursorCtx context.Context, sql string, args []sqlite.Val
 		return &Rows{Columns: res.res.Columns, DeclTypes: res.res.DeclTypes, tx: t, chunk: res.res.Rows, done: true}, nil
 	}
 	ch := res.chunk
-	return &Rows{Columns: ch.columns, DeclTypes: ch.declTypes, tx: t, txCtx: cursorCtx, limits: limits,
+	return &Rows{Columns: ch.columns, DeclTypes: ch.declTypes, tx: t, txCtx: ctx, limits: limits,
 		txCursor: ch.cursor, chunk: ch.rows, done: ch.done}, nil
 }
 

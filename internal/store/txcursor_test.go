@@ -44,7 +44,7 @@ func TestTxQueryStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustTxExec(t, tx, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 1000) INSERT INTO t SELECT i, 'v' || i FROM n")
-	rows, err := tx.Query(ctx, nil, "SELECT id FROM t ORDER BY id", nil, ChunkLimits{Rows: 64})
+	rows, err := tx.Query(ctx, "SELECT id FROM t ORDER BY id", nil, ChunkLimits{Rows: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestTxQueryChunkBytes(t *testing.T) {
 	mustExec(t, s, "CREATE TABLE big(v BLOB)")
 	mustExec(t, s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 20) INSERT INTO big SELECT zeroblob(100000) FROM n")
 	tx := begin(t, s)
-	rows, err := tx.Query(ctx, nil, "SELECT v FROM big", nil, ChunkLimits{Rows: 1000, Bytes: 250000})
+	rows, err := tx.Query(ctx, "SELECT v FROM big", nil, ChunkLimits{Rows: 1000, Bytes: 250000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestTxQueryEdges(t *testing.T) {
 	// Many cursors closed early: each statement is finalized (the writer would otherwise
 	// keep them all until the transaction ends).
 	for i := 0; i < 50; i++ {
-		rows, err := tx.Query(ctx, nil, "SELECT id FROM t", nil, ChunkLimits{Rows: 10})
+		rows, err := tx.Query(ctx, "SELECT id FROM t", nil, ChunkLimits{Rows: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +134,7 @@ func TestTxQueryEdges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rows, err := tx.Query(ctx, nil, "INSERT INTO t VALUES(1000) RETURNING id", nil, ChunkLimits{Rows: 10})
+	rows, err := tx.Query(ctx, "INSERT INTO t VALUES(1000) RETURNING id", nil, ChunkLimits{Rows: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,33 +142,33 @@ func TestTxQueryEdges(t *testing.T) {
 		t.Fatalf("INSERT ... RETURNING in a transaction's query: %v", got)
 	}
 	for _, q := range []string{"SELECT 1; SELECT 2", "PRAGMA user_version; SELECT 2"} {
-		if _, err := tx.Query(ctx, nil, q, nil, ChunkLimits{}); err == nil || !strings.Contains(err.Error(), "several") {
+		if _, err := tx.Query(ctx, q, nil, ChunkLimits{}); err == nil || !strings.Contains(err.Error(), "several") {
 			t.Fatalf("%q in a transaction's query: %v, want it refused as outside one", q, err)
 		}
 	}
-	if rows, err := tx.Query(ctx, nil, "PRAGMA user_version", nil, ChunkLimits{}); err != nil {
+	if rows, err := tx.Query(ctx, "PRAGMA user_version", nil, ChunkLimits{}); err != nil {
 		t.Fatalf("a reading PRAGMA in a transaction's query: %v", err)
 	} else if got := readAll(t, rows); len(got) != 1 {
 		t.Fatalf("PRAGMA user_version: %v", got)
 	}
-	if _, err := tx.Query(ctx, nil, "PRAGMA writable_schema = 1; SELECT 2", nil, ChunkLimits{}); err == nil || !strings.Contains(err.Error(), "not allowed") {
+	if _, err := tx.Query(ctx, "PRAGMA writable_schema = 1; SELECT 2", nil, ChunkLimits{}); err == nil || !strings.Contains(err.Error(), "not allowed") {
 		t.Fatalf("a refused PRAGMA in a transaction's query: %v", err)
 	}
-	if _, err := tx.Query(ctx, nil, "SELEC 1", nil, ChunkLimits{}); err == nil || !strings.Contains(err.Error(), "syntax error") {
+	if _, err := tx.Query(ctx, "SELEC 1", nil, ChunkLimits{}); err == nil || !strings.Contains(err.Error(), "syntax error") {
 		t.Fatalf("bad SQL: %v", err)
 	}
-	if _, err := tx.Query(ctx, nil, "SELECT * FROM _tandem_requests", nil, ChunkLimits{}); err == nil {
+	if _, err := tx.Query(ctx, "SELECT * FROM _tandem_requests", nil, ChunkLimits{}); err == nil {
 		t.Fatal("a transaction's query read an internal table")
 	}
-	if _, err := tx.Query(ctx, nil, "ATTACH 'other.db' AS o", nil, ChunkLimits{}); err == nil {
+	if _, err := tx.Query(ctx, "ATTACH 'other.db' AS o", nil, ChunkLimits{}); err == nil {
 		t.Fatal("a transaction's query ran ATTACH")
 	}
 	var se *sqlite.Error
-	if _, err := tx.Query(ctx, nil, "SELECT ?", nil, ChunkLimits{}); !errors.As(err, &se) {
+	if _, err := tx.Query(ctx, "SELECT ?", nil, ChunkLimits{}); !errors.As(err, &se) {
 		t.Fatalf("missing argument: %v (want SQLite's error)", err)
 	}
 
-	open, err := tx.Query(ctx, nil, "SELECT id FROM t ORDER BY id", nil, ChunkLimits{Rows: 10})
+	open, err := tx.Query(ctx, "SELECT id FROM t ORDER BY id", nil, ChunkLimits{Rows: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestTxQueryIdle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err := tx.Query(ctx, nil, "SELECT id FROM t", nil, ChunkLimits{Rows: 1})
+	rows, err := tx.Query(ctx, "SELECT id FROM t", nil, ChunkLimits{Rows: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestTxCancelWithOpenCursor(t *testing.T) {
 	ctx := context.Background()
 	idTable(t, s, "t", 100)
 	tx := begin(t, s)
-	rows, err := tx.Query(ctx, nil, "SELECT id FROM t ORDER BY id", nil, ChunkLimits{Rows: 10})
+	rows, err := tx.Query(ctx, "SELECT id FROM t ORDER BY id", nil, ChunkLimits{Rows: 10})
 	if err != nil || rows.txCursor == 0 {
 		t.Fatalf("no cursor: %v", err)
 	}
@@ -253,7 +253,7 @@ func TestTxCancelWithOpenCursor(t *testing.T) {
 	if err != nil || !errors.Is(res.Err, sqlite.ErrInterrupt) {
 		t.Fatalf("the cancelled statement: %v %v, want its own ErrInterrupt", err, res.Err)
 	}
-	if _, err := tx.Query(short(), nil, slowCount(), nil, ChunkLimits{}); !errors.Is(err, sqlite.ErrInterrupt) {
+	if _, err := tx.Query(short(), slowCount(), nil, ChunkLimits{}); !errors.Is(err, sqlite.ErrInterrupt) {
 		t.Fatalf("the cancelled query: %v, want ErrInterrupt", err)
 	}
 	if got := readAll(t, rows); len(got) != 100 {
@@ -280,7 +280,7 @@ func TestNextPageKeepsRowsBeforeAFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pooled.Close()
-	inTx, err := tx.Query(ctx, nil, q, nil, ChunkLimits{Rows: 300})
+	inTx, err := tx.Query(ctx, q, nil, ChunkLimits{Rows: 300})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestTxCursorCancelledPageThenClose(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows, err := tx.Query(ctx, nil, fmt.Sprintf("SELECT id FROM t%d", i), nil, ChunkLimits{Rows: 10})
+		rows, err := tx.Query(ctx, fmt.Sprintf("SELECT id FROM t%d", i), nil, ChunkLimits{Rows: 10})
 		if err != nil {
 			t.Fatal(err)
 		}

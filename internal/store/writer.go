@@ -481,10 +481,8 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 			// a write cancelled mid-way): the requests before it in this batch went with it.
 			sess.Close()
 			sess = nil
-			if wr.preempted() || out.res.Err != nil && errors.Is(out.res.Err, sqlite.ErrInterrupt) && j.ctx.Err() == nil {
-				// Not the request's doing: apply interrupted the writer to take the write
-				// lock for another leader's entry. Outcome unknown, so that clients retry.
-				return fatal(errPreempted)
+			if wr.rolledBackByApply(out.res.Err, j.ctx) {
+				return fatal(errPreempted) // outcome unknown: clients retry
 			}
 			return wr.batchRolledBack(j, out.res, slots, live[i+1:])
 		}
@@ -572,6 +570,14 @@ func (wr *writer) runBatch(jobs []*job) (deferred []*job) {
 	}
 	wr.answer(slots, index, err)
 	return deferred
+}
+
+// rolledBackByApply reports whether a statement that ended its whole transaction (with
+// err) was interrupted by apply, which takes the write lock back for another leader's
+// entry, rather than failing of its own accord: a preemption is pending, or it was
+// interrupted while its caller (ctx) still waits.
+func (wr *writer) rolledBackByApply(err *sqlite.Error, ctx context.Context) bool {
+	return wr.preempted() || err != nil && errors.Is(err, sqlite.ErrInterrupt) && ctx.Err() == nil
 }
 
 // batchRolledBack handles a request whose statement rolled back the batch's whole
@@ -727,7 +733,7 @@ func (wr *writer) endEffects(sess *sqlite.Session, base effectsBase) (*command, 
 	if err != nil {
 		return nil, err
 	}
-	if cs, err = dropTables(cs, notReplicated); err != nil {
+	if cs, err = dropTables(cs, isSequenceTable); err != nil { // it travels as SeqChanges; sessions leave the statistics out
 		return nil, err
 	}
 	cmd := &command{DB: wr.db.name, Changeset: cs, SeqChanges: seqDiff(base.seq, seqAfter)}
