@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -263,18 +264,20 @@ func (n *Node) recordFormersLocked(before map[uint64]bool, cs *raftpb.ConfState,
 // acknowledgement of the removal came after the leader applied it, it was cut off then, or
 // it was down and comes back with an older log). It acts on a message from the member that
 // shows how far its log matches this leader's:
-//   - an acknowledgement of this leader's appends (same term) up to some index; or
+//   - an answer to this leader's appends (same term): an acknowledgement up to some index,
+//     or a rejection whose hint names an entry of the member's log (index and term);
 //   - a (pre-)vote request whose last entry matches this node's log at that index: by the
 //     log matching property the member's log equals this node's up to there.
 //
 // If the member holds the removal entry, it gets the heartbeat raft itself would send, with
 // the removal as commit index. If not, it gets the committed entries it lacks up to the
 // removal (1 MiB per message, the next part when it acknowledges), as raft's append would
-// carry them, with their own commit index. A removed node that hears no leader asks for
-// votes every election timeout, so it learns within one of coming back. One whose log
-// does not match, or which needs entries this node has compacted, is not told: committing
-// an index it does not hold would corrupt its log. It waits for an operator, as its status
-// says.
+// carry them, with their own commit index. A removed voter that hears no leader asks for
+// votes every election timeout, so it learns within one of coming back; a learner asks
+// for nothing, and learns from the answer to the leader's probe (probeFormers). One whose
+// log does not match, or which needs entries this node has compacted, is not told:
+// committing an index it does not hold would corrupt its log. It waits for an operator, as
+// its status says.
 func (n *Node) noticeFormer(m *raftpb.Message, fm formerMember) {
 	st := n.raft.Status()
 	term := st.HardState.GetTerm()
@@ -284,10 +287,24 @@ func (n *Node) noticeFormer(m *raftpb.Message, fm formerMember) {
 	var held uint64 // the member's log matches this node's up to here
 	switch m.GetType() {
 	case raftpb.MsgAppResp:
-		if m.GetReject() || m.GetTerm() != term {
+		if m.GetTerm() != term {
 			return
 		}
 		held = m.GetIndex()
+		if m.GetReject() {
+			hint, hintTerm := m.GetRejectHint(), m.GetLogTerm()
+			if t, err := n.storage.Term(hint); err != nil || t != hintTerm {
+				// Not a match: probe the last entry here that may match, as raft's
+				// leader does with such a hint.
+				if idx, t, ok := n.lastEntryWithTermAtMost(hint, hintTerm); ok {
+					n.sendToFormer(m.GetFrom(), fm, n.formerProbe(m.GetFrom(), term, idx, t))
+				} else {
+					n.sendRemovalNotice(m.GetFrom(), fm, term)
+				}
+				return
+			}
+			held = hint
+		}
 	case raftpb.MsgPreVote, raftpb.MsgVote:
 		t, err := n.storage.Term(m.GetIndex())
 		if err != nil || t != m.GetLogTerm() {
@@ -303,31 +320,142 @@ func (n *Node) noticeFormer(m *raftpb.Message, fm formerMember) {
 	if held < fm.removedAt {
 		prevTerm, err := n.storage.Term(held)
 		if err != nil {
-			return // compacted
+			n.sendRemovalNotice(id, fm, term) // compacted
+			return
 		}
 		ents, err := n.storage.Entries(held+1, fm.removedAt+1, 1<<20)
 		if err != nil || len(ents) == 0 {
+			n.sendRemovalNotice(id, fm, term)
 			return
 		}
 		msg = &raftpb.Message{Type: raftpb.MsgApp.Enum(), To: new(id), From: new(n.cfg.ID),
 			Term: new(term), Index: new(held), LogTerm: new(prevTerm), Entries: ents,
 			Commit: new(ents[len(ents)-1].GetIndex())}
 	}
+	if n.sendToFormer(id, fm, msg) {
+		n.log.Info("telling a removed member that it was removed", "member", id, "index", fm.removedAt,
+			"matched", held, "sent", msg.GetType())
+	}
+}
+
+// lastEntryWithTermAtMost finds the last entry of this node's log at or before index whose
+// term is at most term: the last place where a log whose entry at index has that term may
+// match this one (terms only grow along a log).
+func (n *Node) lastEntryWithTermAtMost(index, term uint64) (uint64, uint64, bool) {
+	first, err := n.storage.FirstIndex()
+	if err != nil {
+		return 0, 0, false
+	}
+	for i := index; i+1 >= first; i-- { // the term of first-1 is the snapshot's
+		t, err := n.storage.Term(i)
+		if err != nil {
+			return 0, 0, false
+		}
+		if t <= term {
+			return i, t, true
+		}
+		if i == 0 {
+			break
+		}
+	}
+	return 0, 0, false
+}
+
+// formerProbe is an empty append at index (whose term here is logTerm) with no commit
+// index: a member that holds that entry acknowledges it, one that does not rejects it with
+// a hint, and either answer reaches noticeFormer. It commits nothing on the member.
+func (n *Node) formerProbe(id, term, index, logTerm uint64) *raftpb.Message {
+	return &raftpb.Message{Type: raftpb.MsgApp.Enum(), To: new(id), From: new(n.cfg.ID),
+		Term: new(term), Index: new(index), LogTerm: new(logTerm), Commit: new(uint64(0))}
+}
+
+// probeFormers sends each member this leader saw removed an empty append at its removal
+// entry, first one retry interval after noticing it and then less and less often, up to
+// maxFormerProbeEvery apart. A removed member that believes it is a learner sends the
+// leader nothing of its own accord; its answer to the probe lets noticeFormer tell it. A
+// member that stopped for good costs a failed dial per probe. probes is the caller's
+// schedule (manageMembers owns it).
+func (n *Node) probeFormers(probes map[uint64]*probeSchedule, now time.Time) {
+	var formers map[uint64]formerMember
+	if f := n.formers.Load(); f != nil {
+		formers = *f
+	}
+	for id := range probes {
+		if _, ok := formers[id]; !ok {
+			delete(probes, id)
+		}
+	}
+	st := n.raft.Status()
+	if st.RaftState != raft.StateLeader {
+		return
+	}
+	for id, fm := range formers {
+		p := probes[id]
+		if p == nil {
+			probes[id] = &probeSchedule{next: now.Add(n.retryEvery()), every: n.retryEvery()}
+			continue
+		}
+		if now.Before(p.next) {
+			continue
+		}
+		p.every = min(2*p.every, maxFormerProbeEvery*n.retryEvery())
+		p.next = now.Add(p.every)
+		logTerm, err := n.storage.Term(fm.removedAt)
+		if err != nil {
+			// Compacted: the member cannot be sent the entries it may lack. It may not
+			// even be there; the notice costs as little as a probe.
+			n.sendRemovalNotice(id, fm, st.HardState.GetTerm())
+			continue
+		}
+		if n.sendToFormer(id, fm, n.formerProbe(id, st.HardState.GetTerm(), fm.removedAt, logTerm)) {
+			n.log.Debug("probing a removed member", "member", id, "index", fm.removedAt, "next", p.every)
+		}
+	}
+}
+
+// maxFormerProbeEvery bounds the interval between probes of a former member, in retry
+// intervals (2 election timeouts each: a minute with the default timings).
+const maxFormerProbeEvery = 30
+
+// probeSchedule is when a former member is probed next, and the interval after that.
+type probeSchedule struct {
+	next  time.Time
+	every time.Duration
+}
+
+// removalNoticeContext marks a heartbeat as a removal notice (receiveRemovalNotice).
+var removalNoticeContext = []byte("tandem: removed")
+
+// sendRemovalNotice tells a former member out of band that the configuration change at
+// fm.removedAt removed it: a heartbeat marked by its context, with the removal's index,
+// that raft never sees. The leader sends it to a member that lacks entries it has
+// compacted (so it can neither be sent them nor a snapshot, which would have to hold it).
+func (n *Node) sendRemovalNotice(id uint64, fm formerMember, term uint64) {
+	msg := &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: new(id), From: new(n.cfg.ID),
+		Term: new(term), Index: new(fm.removedAt), Commit: new(uint64(0)), Context: removalNoticeContext}
+	if n.sendToFormer(id, fm, msg) {
+		n.log.Info("telling a removed member that it was removed, by a notice (the log it lacks is compacted)",
+			"member", id, "index", fm.removedAt)
+	}
+}
+
+// sendToFormer sends msg to a former member, unless it has been taken back since or this
+// node stopped; it reports whether it sent it.
+func (n *Node) sendToFormer(id uint64, fm formerMember, msg *raftpb.Message) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.stopped {
-		return
+		return false
 	}
 	if _, member := n.addrs[id]; member {
-		return // taken back since the check above
+		return false // taken back since the caller looked
 	}
 	// The transport holds no peer for a former member: add it for this one message; the
 	// retired peer still delivers what it queued.
 	n.cfg.Transport.SetPeer(id, fm.addr)
 	n.cfg.Transport.Send([]*raftpb.Message{msg})
 	n.cfg.Transport.RemovePeer(id)
-	n.log.Info("telling a removed member that it was removed", "member", id, "index", fm.removedAt,
-		"matched", held, "sent", msg.GetType())
+	return true
 }
 
 // setConfLocked installs a new configuration and brings the transport's peers in line.

@@ -293,13 +293,14 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 }
 
 // manageMembers runs on every node; while this node leads it promotes caught-up learners,
-// one conf change at a time.
+// one conf change at a time, and probes the members it saw removed (probeFormers).
 func (n *Node) manageMembers() {
 	defer n.wg.Done()
 	ticker := time.NewTicker(2 * n.cfg.TickInterval)
 	defer ticker.Stop()
 	var pending uint64
 	var pendingAt time.Time
+	probes := map[uint64]*probeSchedule{}
 	for {
 		select {
 		case <-ticker.C:
@@ -313,6 +314,7 @@ func (n *Node) manageMembers() {
 		if st.RaftState != raft.StateLeader {
 			continue
 		}
+		n.probeFormers(probes, time.Now())
 		if pending != 0 {
 			n.mu.Lock()
 			role, ok := n.roleLocked(pending)

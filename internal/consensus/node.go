@@ -1,16 +1,20 @@
 package consensus
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,6 +178,12 @@ func Start(cfg Config) (*Node, error) {
 		// snapshot from a leader always holds its receiver.
 		n.markRemovedLocked(snapIndex)
 	}
+	if index, err := readRemovalNotice(cfg.Dir); err != nil {
+		n.wal.Close()
+		return nil, err
+	} else if index != 0 {
+		n.markRemovedLocked(index)
+	}
 	n.applied, n.appliedTerm = snapIndex, snapTerm
 	n.ap = applier{lastSnap: snapIndex, conf: cloneConfState(n.conf)}
 
@@ -315,7 +325,19 @@ func (n *Node) deliver(m *raftpb.Message) error {
 	if raft.IsLocalMsg(m.GetType()) {
 		return fmt.Errorf("consensus: local message %v from the network", m.GetType())
 	}
+	if m.GetTo() != n.cfg.ID {
+		// raft does not check the addressee. A message for another ID comes from a peer
+		// that knows this address under that ID: a removed member's former address, now
+		// used by a new node, say.
+		n.log.Debug("dropping a raft message for another member", "to", m.GetTo(), "from", m.GetFrom(),
+			"type", m.GetType())
+		return nil
+	}
 	n.noteHeard(m.GetFrom())
+	if m.GetType() == raftpb.MsgHeartbeat && bytes.Equal(m.GetContext(), removalNoticeContext) {
+		n.receiveRemovalNotice(m)
+		return nil
+	}
 	if f := n.formers.Load(); f != nil {
 		if fm, ok := (*f)[m.GetFrom()]; ok {
 			// raft ignores messages from non-members; this one may show that its sender
@@ -328,6 +350,60 @@ func (n *Node) deliver(m *raftpb.Message) error {
 		return nil
 	}
 	return n.raft.Step(n.ctx, m)
+}
+
+// receiveRemovalNotice acts on a leader's notice that this node was removed at index
+// m.Index (sendRemovalNotice): it records the removal in its directory, so that a restart
+// stops again, and stops taking part. The notice is ignored when this node follows another
+// leader or has applied the removal's index (then it is a member again, added anew).
+func (n *Node) receiveRemovalNotice(m *raftpb.Message) {
+	index := m.GetIndex()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.removedAt != 0 || n.stopped {
+		return
+	}
+	if (n.leader != 0 && n.leader != m.GetFrom()) || n.applied >= index {
+		n.log.Warn("ignoring a removal notice", "from", m.GetFrom(), "index", index, "leader", n.leader,
+			"applied", n.applied)
+		return
+	}
+	n.log.Warn("the leader says this node was removed from the cluster; the entries it lacks up to its "+
+		"removal are compacted, so it stops without them", "from", m.GetFrom(), "index", index, "applied", n.applied)
+	if err := writeRemovalNotice(n.cfg.Dir, index); err != nil {
+		n.log.Error("recording the removal notice", "err", err)
+	}
+	n.markRemovedLocked(index)
+}
+
+// removalNoticeFile, in the node's directory, records a removal notice (receiveRemovalNotice).
+const removalNoticeFile = "removed"
+
+func writeRemovalNotice(dir string, index uint64) error {
+	p := filepath.Join(dir, removalNoticeFile)
+	if err := os.WriteFile(p+".tmp", []byte(strconv.FormatUint(index, 10)+"\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(p+".tmp", p); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// readRemovalNotice returns the index a recorded removal notice names, or 0 for none.
+func readRemovalNotice(dir string) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(dir, removalNoticeFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	index, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("consensus: %s: %w", filepath.Join(dir, removalNoticeFile), err)
+	}
+	return index, nil
 }
 
 // noteHeard records that a message from peer id arrived now.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/storage/wal"
+	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 )
 
@@ -452,6 +453,221 @@ func TestRemovedWhileAwayLearnsWhenBack(t *testing.T) {
 				t.Fatalf("victim's state machine holds %v", head(got))
 			}
 		})
+	}
+}
+
+// A member removed while it was down that comes back believing it is a learner (here its
+// log ends before its promotion reached it) sends the leader nothing: a learner asks for no
+// votes, and raft sends a removed member nothing. The leader probes the members it saw
+// removed; the learner's answer shows how far its log matches, and it is sent the entries
+// up to its removal.
+func TestRemovedLearnerIsToldWhenBack(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	c.proposeAll(seq("a", 0, 5))
+	lead := c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.node(lead).AddMember(ctx, 4, c.addr(4)); err != nil {
+		t.Fatal(err)
+	}
+	added := c.node(lead).Status().Applied
+	// Node 4 gets the log up to its addition, never the promotion that follows.
+	c.nw.Drop(func(m *raftpb.Message) bool {
+		if m.GetTo() != 4 || m.GetType() != raftpb.MsgApp {
+			return false
+		}
+		for _, e := range m.GetEntries() {
+			if e.GetIndex() > added && e.GetType() != raftpb.EntryNormal {
+				return true
+			}
+		}
+		return false
+	})
+	c.start(4, false)
+	c.waitVoter(4)
+	c.proposeAll(seq("b", 0, 5))
+	self := func(n *Node) Role {
+		for _, m := range n.Status().Members {
+			if m.ID == n.Status().ID {
+				return m.Role
+			}
+		}
+		return ""
+	}
+	if r := self(c.node(4)); r != RoleLearner {
+		t.Fatalf("node 4 sees itself as %q, want learner", r)
+	}
+	c.stop(4)
+	c.nw.Heal()
+	if err := c.node(c.leader()).RemoveMember(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	removal := c.node(c.leader()).Status().Applied
+	c.proposeAll(seq("c", 0, 5))
+
+	n := c.start(4, false)
+	select {
+	case <-n.Removed():
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the removed learner was not told: %+v", n.Status())
+	}
+	waitFor(t, 5*time.Second, "node 4 to apply up to its removal", func() bool {
+		st := n.Status()
+		return st.Applied >= st.RemovedAt
+	})
+	if st := n.Status(); st.RemovedAt <= added || st.RemovedAt > removal || st.Applied != st.RemovedAt {
+		t.Fatalf("node 4 applied %d, removed at %d; added at %d, removed at or before %d",
+			st.Applied, st.RemovedAt, added, removal)
+	}
+	if got := c.sm(4).data(); !slices.Equal(got, append(seq("a", 0, 5), seq("b", 0, 5)...)) {
+		t.Fatalf("node 4's state machine holds %v", head(got))
+	}
+}
+
+// A removed member whose log ends in entries that never committed (it led, cut off, and
+// was removed while down) does not match the leader where its log ends, so neither its
+// vote requests nor a probe at its removal can tell it. The hint of its rejection leads the
+// leader's next probe to where the logs match, and from there it is sent the entries up to
+// its removal (its own uncommitted ones are replaced).
+func TestRemovedMemberWithADivergentLogIsTold(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	c.proposeAll(seq("a", 0, 5))
+	c.waitConverged(seq("a", 0, 5))
+	old := c.leader()
+	c.nw.Isolate(old)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, d := range []string{"lost-0", "lost-1", "lost-2"} {
+		if err := c.node(old).Propose(ctx, []byte(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "the cut-off leader to append what it cannot commit", func() bool {
+		st := c.node(old).Status()
+		last, _ := c.node(old).storage.LastIndex()
+		return last >= st.Commit+3
+	})
+	c.stop(old)
+	c.nw.Heal()
+	rest := slices.DeleteFunc(c.running(), func(id uint64) bool { return id == old })
+	c.proposeAll(seq("b", 0, 5))
+	if err := c.node(c.leader(rest...)).RemoveMember(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	c.proposeAll(seq("c", 0, 5))
+
+	n := c.start(old, false)
+	select {
+	case <-n.Removed():
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the removed member was not told: %+v", n.Status())
+	}
+	waitFor(t, 5*time.Second, "the old leader to apply up to its removal", func() bool {
+		st := n.Status()
+		return st.Applied >= st.RemovedAt
+	})
+	if got := c.sm(old).data(); !slices.Equal(got, append(seq("a", 0, 5), seq("b", 0, 5)...)) {
+		t.Fatalf("the old leader's state machine holds %v", got)
+	}
+}
+
+// A member removed while it was down, whose missing entries the leader has compacted by
+// the time it comes back, cannot be sent them; the leader tells it by a notice instead, and
+// a restart from its directory stops again at once.
+func TestRemovedMemberBeyondCompactionIsTold(t *testing.T) {
+	for _, tc := range []struct {
+		role string
+		new  func(*testing.T, func(*Config)) *testCluster
+	}{{"voter", newMemCluster}, {"voter-tcp", newTCPCluster}, {"learner", newMemCluster}} {
+		role := strings.TrimSuffix(tc.role, "-tcp")
+		t.Run(tc.role, func(t *testing.T) {
+			c := tc.new(t, func(cfg *Config) {
+				cfg.SnapshotEvery = 20
+				cfg.CompactKeep = 5
+			})
+			c.bootstrap(3)
+			c.proposeAll(seq("a", 0, 5))
+			c.waitConverged(seq("a", 0, 5))
+			victim, _ := twoFollowers(c.leader())
+			if role == "learner" {
+				// A new member, stopped before its promotion reached it.
+				victim = 4
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := c.node(c.leader()).AddMember(ctx, 4, c.addr(4)); err != nil {
+					t.Fatal(err)
+				}
+				added := c.node(c.leader()).Status().Applied
+				c.nw.Drop(func(m *raftpb.Message) bool {
+					if m.GetTo() != 4 || m.GetType() != raftpb.MsgApp {
+						return false
+					}
+					for _, e := range m.GetEntries() {
+						if e.GetIndex() > added && e.GetType() != raftpb.EntryNormal {
+							return true
+						}
+					}
+					return false
+				})
+				c.start(4, false)
+				c.waitVoter(4)
+			}
+			c.stop(victim)
+			c.nw.Heal()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := c.node(c.leader()).RemoveMember(ctx, victim); err != nil {
+				t.Fatal(err)
+			}
+			removal := c.node(c.leader()).Status().Applied
+			c.proposeAll(seq("b", 0, 60)) // snapshots, and the log before them compacted
+			waitFor(t, 10*time.Second, "the leader to compact past the removal", func() bool {
+				first, _ := c.node(c.leader()).storage.FirstIndex()
+				return first > removal+1
+			})
+
+			n := c.start(victim, false)
+			select {
+			case <-n.Removed():
+			case <-time.After(15 * time.Second):
+				t.Fatalf("the removed %s was not told: %+v", role, n.Status())
+			}
+			if st := n.Status(); st.RemovedAt != removal || st.Healthy || !strings.Contains(st.Problem, "removed") {
+				t.Fatalf("status after the notice: %+v, want removed at %d", st, removal)
+			}
+			c.stop(victim)
+			n = c.start(victim, false)
+			select {
+			case <-n.Removed():
+			default:
+				t.Fatalf("a restart after the notice did not find the removal: %+v", n.Status())
+			}
+			if st := n.Status(); st.RemovedAt != removal {
+				t.Fatalf("restarted: removed at %d, want %d", st.RemovedAt, removal)
+			}
+		})
+	}
+}
+
+// A message addressed to another member (an address now used by a node with another ID)
+// is dropped, not stepped into this node's raft.
+func TestMessageForAnotherIDIsDropped(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	lead := c.leader()
+	follower, _ := twoFollowers(lead)
+	n := c.node(follower)
+	term := n.raft.Status().HardState.GetTerm()
+	m := &raftpb.Message{Type: raftpb.MsgApp.Enum(), To: new(uint64(99)), From: new(lead),
+		Term: new(term + 5), Index: new(uint64(0)), LogTerm: new(uint64(0))}
+	if err := n.deliver(m); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := n.raft.Status().HardState.GetTerm(); got != term {
+		t.Fatalf("term went from %d to %d on a message for node 99", term, got)
 	}
 }
 
@@ -948,5 +1164,43 @@ func TestRemovalRightAfterAVoterStopped(t *testing.T) {
 	defer cancel()
 	if err := c.node(lead).RemoveMember(ctx, live); !errors.Is(err, ErrMembership) {
 		t.Fatalf("removing a live voter 150 ms after another stopped: %v, want ErrMembership", err)
+	}
+}
+
+// lastEntryWithTermAtMost picks where a removed member's log may match, from the (index,
+// term) hint of its rejection, as raft's leader does.
+func TestLastEntryWithTermAtMost(t *testing.T) {
+	ms := raft.NewMemoryStorage()
+	var ents []*raftpb.Entry
+	for i, term := range []uint64{1, 1, 2, 2, 5, 5} {
+		ents = append(ents, &raftpb.Entry{Index: new(uint64(i + 1)), Term: new(term)})
+	}
+	if err := ms.Append(ents); err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{storage: ms}
+	for _, c := range []struct {
+		index, term       uint64
+		wantIdx, wantTerm uint64
+		ok                bool
+	}{
+		{6, 5, 6, 5, true},
+		{6, 3, 4, 2, true}, // the member's entry at 6 has term 3: it may match up to 4
+		{3, 9, 3, 2, true},
+		{6, 0, 0, 0, true}, // only the empty log matches
+	} {
+		idx, term, ok := n.lastEntryWithTermAtMost(c.index, c.term)
+		if idx != c.wantIdx || term != c.wantTerm || ok != c.ok {
+			t.Errorf("(%d, %d): got (%d, %d, %v), want (%d, %d, %v)", c.index, c.term, idx, term, ok, c.wantIdx, c.wantTerm, c.ok)
+		}
+	}
+	if err := ms.Compact(3); err != nil {
+		t.Fatal(err)
+	}
+	if idx, term, ok := n.lastEntryWithTermAtMost(6, 1); ok {
+		t.Errorf("after compaction to 3: got (%d, %d), want no answer (entry 3 has term 2, earlier ones are gone)", idx, term)
+	}
+	if idx, term, ok := n.lastEntryWithTermAtMost(6, 2); !ok || idx != 4 || term != 2 {
+		t.Errorf("after compaction to 3: got (%d, %d, %v), want (4, 2, true)", idx, term, ok)
 	}
 }
