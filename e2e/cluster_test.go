@@ -17,13 +17,14 @@ var equivalenceSchema = []string{
 	`CREATE TABLE nopk(a, b)`,
 	`CREATE TABLE wr(k TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID`,
 	`CREATE TABLE audit(id INTEGER PRIMARY KEY AUTOINCREMENT, what TEXT, at TEXT)`,
+	`CREATE TABLE named(k TEXT PRIMARY KEY, v INTEGER)`, // its rowid is not its key
 	`CREATE TRIGGER parent_ins AFTER INSERT ON parent BEGIN INSERT INTO audit(what, at) VALUES ('parent ' || NEW.id, datetime('now')); END`,
 }
 
 // randomStatement picks one statement of the randomized workload; ok=false marks the ones
 // that must fail.
 func randomStatement(r *rand.Rand, phase int) (q string, args []any, mustFail bool) {
-	switch n := r.IntN(13); n {
+	switch n := r.IntN(14); n {
 	case 0, 1:
 		return `INSERT INTO parent(name, r) VALUES (?, random())`, []any{fmt.Sprintf("p%d", r.IntN(1000))}, false
 	case 2, 3:
@@ -47,6 +48,8 @@ func randomStatement(r *rand.Rand, phase int) (q string, args []any, mustFail bo
 		return `INSERT INTO wr(k, v) VALUES (NULL, 1)`, nil, true // NOT NULL primary key of a WITHOUT ROWID table
 	case 11:
 		return `SELEKT 1`, nil, true
+	case 12: // concurrent requests batch up: several rows get their rowids in one entry
+		return `INSERT OR REPLACE INTO named(k, v) VALUES (?, random())`, []any{fmt.Sprintf("n%02d", r.IntN(40))}, false
 	default:
 		return `UPDATE parent SET r = r + 1, name = name || '+' WHERE id % 5 = ?`, []any{r.IntN(5)}, false
 	}

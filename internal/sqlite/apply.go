@@ -50,6 +50,7 @@ func (c *Conn) dropShapes() {
 	for _, sh := range c.shapes {
 		if sh != nil {
 			sh.stmts.close()
+			sh.rowids.close()
 		}
 	}
 	c.shapes = nil

@@ -38,6 +38,10 @@ type Conn struct {
 	schemaVer     *Stmt
 	shapes        map[string]*tableShape
 	shapesVersion int64
+	// keyedTables: whether any table has a rowid that is not its key (rowid.go), as of
+	// schema version keyedVersion (-1: not known).
+	keyedTables  bool
+	keyedVersion int64
 	// applyDirect's savepoint statements (SAVEPOINT, RELEASE, ROLLBACK TO).
 	applySP [3]*Stmt
 	// applyRetries counts the changes applyDirect had to retry after a constraint failure

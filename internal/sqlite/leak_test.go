@@ -38,9 +38,10 @@ func TestNoCLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer direct.Close()
-	mustExec(t, src, schema)
-	mustExec(t, dst, schema+"CREATE TABLE only_dst(x);")
-	mustExec(t, direct, schema)
+	const keyed = "CREATE TABLE tk(k TEXT PRIMARY KEY, v);" // rowids travel beside the changeset
+	mustExec(t, src, schema+keyed)
+	mustExec(t, dst, schema+keyed+"CREATE TABLE only_dst(x);")
+	mustExec(t, direct, schema+keyed)
 	mustExec(t, src, "CREATE TABLE missing(x)")
 	blob := make([]byte, 3000)
 	round := func(i int) {
@@ -73,13 +74,17 @@ func TestNoCLeaks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mustExec(t, src, "BEGIN; INSERT OR REPLACE INTO pk VALUES (?, ?, ?); INSERT INTO nopk VALUES (?, ?); INSERT OR REPLACE INTO wr VALUES ('a', ?, ?)",
-			int64(i%7), "v", blob, i, i, i%5, blob)
+		mustExec(t, src, "BEGIN; INSERT OR REPLACE INTO pk VALUES (?, ?, ?); INSERT INTO nopk VALUES (?, ?); INSERT OR REPLACE INTO wr VALUES ('a', ?, ?); INSERT INTO tk(rowid, k, v) VALUES (?, 'k', ?), (1, 'j', 2)",
+			int64(i%7), "v", blob, i, i, i%5, blob, 100+i, blob)
 		cs, err := s.Changeset()
 		if err != nil || len(cs) == 0 {
 			t.Fatal(cs, err)
 		}
 		s.Close()
+		ids, err := src.ChangesetRowIDs(cs)
+		if err != nil || len(ids) != 1 {
+			t.Fatal(ids, err)
+		}
 		mustExec(t, src, "ROLLBACK")
 		mustExec(t, dst, "BEGIN")
 		if err := dst.ApplyChangeset(cs); err != nil {
@@ -92,6 +97,15 @@ func TestNoCLeaks(t *testing.T) {
 		mustExec(t, dst, "ROLLBACK")
 		mustExec(t, direct, "BEGIN")
 		if err := direct.ApplyChangeset(cs); err != nil {
+			t.Fatal(err)
+		}
+		if err := direct.SetChangesetRowIDs(cs, ids); err != nil {
+			t.Fatal(err)
+		}
+		if err := direct.SetChangesetRowIDs(cs, ids[:0:0]); err != nil {
+			t.Fatal(err)
+		}
+		if err := direct.SetChangesetRowIDs(cs, []TableRowIDs{{Table: "tk", RowIDs: []int64{1}}}); !errors.Is(err, errRowIDs) {
 			t.Fatal(err)
 		}
 		if err := direct.ApplyChangeset(cs); !errors.Is(err, ErrConflict) {

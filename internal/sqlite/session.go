@@ -265,6 +265,13 @@ type tableShape struct {
 	cols   []string
 	direct bool
 	stmts  applyStmts
+	// For rowids (rowid.go), filled in by rowidShape once rowidChecked: the key columns in
+	// key order (nil unless the table is a rowid table whose key is not the rowid), the
+	// name that reaches the rowid ("" if the columns take all three), and statements.
+	rowidChecked bool
+	keys         []int
+	rowidName    string
+	rowids       rowidStmts
 }
 
 // checkChangesetSchema walks the changeset at p and compares each table's

@@ -212,6 +212,9 @@ func (s *Store) applyCommand(t *applyTx, index uint64, cmd *command) error {
 		if err := c.ApplyChangeset(cs); err != nil {
 			return fmt.Errorf("changeset: %w", err)
 		}
+		if err := c.SetChangesetRowIDs(cs, cmd.RowIDs); err != nil {
+			return fmt.Errorf("changeset rowids: %w", err)
+		}
 	}
 	st := &t.db.applyStmt
 	for _, sc := range cmd.SeqChanges {

@@ -25,9 +25,18 @@ const CommandKind byte = 0x01
 // commandVersion 2 added WallTime; version 1 entries (in older logs) decode with WallTime 0.
 // Version 3 adds UserVersion; it is written only by entries that change user_version, so
 // that a node of an older version rejects (and reports) those entries alone.
+// Version 4 adds RowIDs and a flags byte that says which of UserVersion and RowIDs follow;
+// it is written only by entries that carry rowids.
 const (
 	commandVersion            byte = 2
 	commandVersionUserVersion byte = 3
+	commandVersionFlags       byte = 4
+)
+
+// Flags of a version 4 entry.
+const (
+	flagUserVersion byte = 1 << iota
+	flagRowIDs
 )
 
 // command is the payload of one Raft entry: the effects of one batch (or one interactive
@@ -47,6 +56,9 @@ type command struct {
 	// UserVersion is PRAGMA user_version after the batch, when it changed (HasUserVersion).
 	UserVersion    int64
 	HasUserVersion bool
+	// RowIDs are the leader's rowids of the rows the changeset inserts or updates in tables
+	// whose rowid is not their key (sqlite.TableRowIDs), which the changeset cannot carry.
+	RowIDs []sqlite.TableRowIDs
 }
 
 // empty reports whether c changes nothing (then there is nothing to replicate).
@@ -67,6 +79,9 @@ func (c *command) size() int {
 	}
 	for _, r := range c.Requests {
 		n += len(r.Result) + 3*binary.MaxVarintLen64
+	}
+	for _, t := range c.RowIDs {
+		n += len(t.Table) + (len(t.RowIDs)+2)*binary.MaxVarintLen64
 	}
 	return n
 }
@@ -89,7 +104,10 @@ var errCorrupt = errors.New("store: corrupt command")
 // encodeCommand appends the binary form of c to dst.
 func encodeCommand(dst []byte, c *command) []byte {
 	v := commandVersion
-	if c.HasUserVersion {
+	switch {
+	case len(c.RowIDs) > 0:
+		v = commandVersionFlags
+	case c.HasUserVersion:
 		v = commandVersionUserVersion
 	}
 	dst = append(dst, CommandKind, v)
@@ -121,8 +139,25 @@ func encodeCommand(dst []byte, c *command) []byte {
 		dst = binary.AppendUvarint(dst, r.RequestID)
 		dst = appendBytes(dst, r.Result)
 	}
+	if v == commandVersionFlags {
+		flags := flagRowIDs
+		if c.HasUserVersion {
+			flags |= flagUserVersion
+		}
+		dst = append(dst, flags)
+	}
 	if c.HasUserVersion {
 		dst = binary.AppendVarint(dst, c.UserVersion)
+	}
+	if v == commandVersionFlags {
+		dst = binary.AppendUvarint(dst, uint64(len(c.RowIDs)))
+		for _, t := range c.RowIDs {
+			dst = appendString(dst, t.Table)
+			dst = binary.AppendUvarint(dst, uint64(len(t.RowIDs)))
+			for _, id := range t.RowIDs {
+				dst = binary.AppendVarint(dst, id)
+			}
+		}
 	}
 	return dst
 }
@@ -134,7 +169,7 @@ func decodeCommand(b []byte) (*command, error) {
 		return nil, fmt.Errorf("%w: kind %#x", errCorrupt, k)
 	}
 	v := d.byte()
-	if v < 1 || v > commandVersionUserVersion {
+	if v < 1 || v > commandVersionFlags {
 		return nil, fmt.Errorf("%w: unsupported version %d", errCorrupt, v)
 	}
 	c := &command{}
@@ -178,8 +213,32 @@ func decodeCommand(b []byte) (*command, error) {
 			r.Result = d.bytes()
 		}
 	}
-	if v >= commandVersionUserVersion {
+	var flags byte
+	switch {
+	case v >= commandVersionFlags:
+		if flags = d.byte(); flags&^(flagUserVersion|flagRowIDs) != 0 {
+			d.fail()
+		}
+	case v == commandVersionUserVersion:
+		flags = flagUserVersion
+	}
+	if flags&flagUserVersion != 0 {
 		c.UserVersion, c.HasUserVersion = d.varint(), true
+	}
+	if flags&flagRowIDs != 0 {
+		if n := d.count(2); n > 0 {
+			c.RowIDs = make([]sqlite.TableRowIDs, n)
+			for i := range c.RowIDs {
+				t := &c.RowIDs[i]
+				t.Table = d.string()
+				if m := d.count(1); m > 0 {
+					t.RowIDs = make([]int64, m)
+					for j := range t.RowIDs {
+						t.RowIDs[j] = d.varint()
+					}
+				}
+			}
+		}
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail()

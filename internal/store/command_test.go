@@ -81,9 +81,32 @@ func TestCommandRoundTrip(t *testing.T) {
 			t.Fatalf("version 3 truncated at %d accepted", i)
 		}
 	}
-	b[1] = 4
+
+	// Rowids travel in version 4 entries only, with a flags byte.
+	for _, uv := range []bool{true, false} {
+		c.UserVersion, c.HasUserVersion = 0, uv
+		if uv {
+			c.UserVersion = -5
+		}
+		c.RowIDs = []sqlite.TableRowIDs{{Table: "t", RowIDs: []int64{1, -7, math.MaxInt64}}, {Table: "u"}}
+		b = encodeCommand(nil, c)
+		if b[1] != 4 {
+			t.Fatalf("an entry with rowids has version %d", b[1])
+		}
+		got, err := decodeCommand(b)
+		got.RowIDs[1].RowIDs = nil // decoded as nil; encoded from nil too
+		if err != nil || !reflect.DeepEqual(got, c) {
+			t.Fatalf("round trip with rowids (user_version %v): %+v %v", uv, got, err)
+		}
+		for i := range b {
+			if _, err := decodeCommand(b[:i]); err == nil {
+				t.Fatalf("version 4 truncated at %d accepted", i)
+			}
+		}
+	}
+	b[1] = 5
 	if _, err := decodeCommand(b); err == nil {
-		t.Fatal("version 4 accepted")
+		t.Fatal("version 5 accepted")
 	}
 }
 
@@ -91,6 +114,7 @@ func FuzzDecodeCommand(f *testing.F) {
 	f.Add(encodeCommand(nil, sampleCommand()))
 	f.Add(encodeCommand(nil, &command{}))
 	f.Add(encodeCommand(nil, &command{DB: "d", UserVersion: 3, HasUserVersion: true}))
+	f.Add(encodeCommand(nil, &command{DB: "d", RowIDs: []sqlite.TableRowIDs{{Table: "t", RowIDs: []int64{5}}}}))
 	f.Add([]byte{CommandKind, commandVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := decodeCommand(b)

@@ -49,6 +49,15 @@ func randomStatement(r *rand.Rand, step int) string {
 	case 11:
 		return "INSERT INTO tpk VALUES(NULL, 1)" // NULL primary key: rejected
 	case 12:
+		// tpk's rowid is not its key: rowids travel beside the changeset.
+		switch r.IntN(4) {
+		case 0:
+			return "INSERT OR REPLACE INTO tpk VALUES('t' || abs(random() % 20), random())" // a new rowid
+		case 1:
+			return "INSERT INTO tpk(rowid, k, v) VALUES(1000 + abs(random() % 50), 'r' || abs(random() % 30), 1)" // may collide
+		case 2:
+			return "UPDATE tpk SET rowid = -abs(random() % 1000), v = random() WHERE k IN (SELECT k FROM tpk ORDER BY random() LIMIT 1)"
+		}
 		return "INSERT INTO tpk VALUES('t' || abs(random() % 20), random())" // may violate the PK
 	case 13:
 		return "SELECT * FROM no_such_table"

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/tandemdb/tandem/internal/sqlite"
@@ -16,7 +17,8 @@ import (
 // ContentHash returns a hash of the logical content of a database: the schema (sqlite_schema
 // type, name, table and SQL, without the store's _tandem_ objects and planner statistics),
 // every row of every table in primary key order (rowid order, with the rowid, for tables
-// without a declared primary key, whose rowids replication preserves), and sqlite_sequence.
+// without a declared primary key; with the rowid too where a rowid table's key is not its
+// rowid: replication preserves both), and sqlite_sequence.
 // Two nodes that applied the same entries have the same hash.
 func (s *Store) ContentHash(ctx context.Context, dbName string) (string, error) {
 	db, err := s.existing(dbName)
@@ -92,7 +94,26 @@ func orderedSelect(c *sqlite.Conn, table string) (string, error) {
 		name, _ := r[0].(string)
 		cols[i] = quoteIdent(name)
 	}
-	return `SELECT * FROM ` + quoteIdent(table) + ` ORDER BY ` + strings.Join(cols, ", "), nil
+	// A rowid table whose key is not its rowid (its key has an index of its own) replicates
+	// its rowids beside the changeset: they count too, under a name no column takes.
+	keyed, err := queryAll(c, `SELECT
+		coalesce((SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1), 1) = 0
+		AND EXISTS(SELECT 1 FROM pragma_index_list(?1, 'main') WHERE origin = 'pk'),
+		(SELECT group_concat(lower(name), ' ') FROM pragma_table_xinfo(?1, 'main'))`, table)
+	if err != nil {
+		return "", err
+	}
+	rowid := ""
+	if k, _ := keyed[0][0].(int64); k != 0 {
+		names, _ := keyed[0][1].(string)
+		for _, n := range []string{"rowid", "_rowid_", "oid"} {
+			if !slices.Contains(strings.Fields(names), n) {
+				rowid = n + ", "
+				break
+			}
+		}
+	}
+	return `SELECT ` + rowid + `* FROM ` + quoteIdent(table) + ` ORDER BY ` + strings.Join(cols, ", "), nil
 }
 
 func hashRows(h hash.Hash, label string, rows [][]sqlite.Value) {

@@ -717,8 +717,8 @@ func (wr *writer) beginEffects() (base effectsBase, sess *sqlite.Session, err er
 	return base, sess, nil
 }
 
-// endEffects collects the changeset, the sqlite_sequence changes and a changed user_version,
-// and closes the session.
+// endEffects collects the changeset, the rowids it cannot carry, the sqlite_sequence changes
+// and a changed user_version, and closes the session.
 func (wr *writer) endEffects(sess *sqlite.Session, base effectsBase) (*command, error) {
 	defer sess.Close()
 	seqAfter, err := readSeq(&wr.w.stmts)
@@ -737,6 +737,9 @@ func (wr *writer) endEffects(sess *sqlite.Session, base effectsBase) (*command, 
 		return nil, err
 	}
 	cmd := &command{DB: wr.db.name, Changeset: cs, SeqChanges: seqDiff(base.seq, seqAfter)}
+	if cmd.RowIDs, err = wr.w.conn.ChangesetRowIDs(cs); err != nil {
+		return nil, err
+	}
 	if uv != base.userVersion {
 		cmd.UserVersion, cmd.HasUserVersion = uv, true
 	}
