@@ -355,7 +355,9 @@ func (n *Node) deliver(m *raftpb.Message) error {
 // receiveRemovalNotice acts on a leader's notice that this node was removed at index
 // m.Index (sendRemovalNotice): it records the removal in its directory, so that a restart
 // stops again, and stops taking part. The notice is ignored when this node follows another
-// leader or has applied the removal's index (then it is a member again, added anew).
+// leader, has applied the removal's index (then it is a member again, added anew) or has
+// no configuration yet (a new node, perhaps given a removed member's ID once the removal
+// was compacted, that a late notice reaches).
 func (n *Node) receiveRemovalNotice(m *raftpb.Message) {
 	index := m.GetIndex()
 	n.mu.Lock()
@@ -363,7 +365,8 @@ func (n *Node) receiveRemovalNotice(m *raftpb.Message) {
 	if n.removedAt != 0 || n.stopped {
 		return
 	}
-	if (n.leader != 0 && n.leader != m.GetFrom()) || n.applied >= index {
+	fresh := len(n.conf.GetVoters())+len(n.conf.GetLearners()) == 0 // waiting to be added: a new member
+	if (n.leader != 0 && n.leader != m.GetFrom()) || n.applied >= index || fresh {
 		n.log.Warn("ignoring a removal notice", "from", m.GetFrom(), "index", index, "leader", n.leader,
 			"applied", n.applied)
 		return

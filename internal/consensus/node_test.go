@@ -651,6 +651,44 @@ func TestRemovedMemberBeyondCompactionIsTold(t *testing.T) {
 	}
 }
 
+// A removal notice is ignored by a node that follows another leader, by one that applied
+// past the removal (added again), and by a new node that has no configuration yet.
+func TestRemovalNoticeGuards(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	c.proposeAll(seq("a", 0, 3))
+	lead := c.leader()
+	follower, other := twoFollowers(lead)
+	notice := func(from, to, index uint64) *raftpb.Message {
+		return &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: new(to), From: new(from),
+			Term: new(uint64(1)), Index: new(index), Commit: new(uint64(0)), Context: removalNoticeContext}
+	}
+	fresh := c.start(4, false) // waiting to be added
+	applied := c.node(follower).Status().Applied
+	for _, tc := range []struct {
+		name string
+		n    *Node
+		m    *raftpb.Message
+	}{
+		{"from a node that is not its leader", c.node(follower), notice(other, follower, applied+100)},
+		{"for an index it applied", c.node(follower), notice(lead, follower, applied)},
+		{"to a node with no configuration", fresh, notice(lead, 4, 5)},
+	} {
+		if err := tc.n.deliver(tc.m); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-tc.n.Removed():
+			t.Fatalf("a notice %s removed it", tc.name)
+		default:
+		}
+	}
+	if err := c.node(follower).deliver(notice(lead, follower, applied+100)); err != nil {
+		t.Fatal(err)
+	}
+	waitRemoved(t, c.node(follower))
+}
+
 // A message addressed to another member (an address now used by a node with another ID)
 // is dropped, not stepped into this node's raft.
 func TestMessageForAnotherIDIsDropped(t *testing.T) {
