@@ -397,6 +397,33 @@ SELECT msg FROM log ORDER BY rowid;
 			}
 		}
 	})
+
+	run(t, "health", func(t *testing.T) {
+		// Nodes 1 and 2 are the voters left. `cluster health` exits 0 while both answer and
+		// know a leader, and 1 for node 1 alone once node 2 stops: no quorum, no leader.
+		n1, n2 := c.nodes[0].addr, c.nodes[1].addr
+		health := func(addrs string) (string, int) {
+			out, errOut, err := c.tandem("", "cluster", "health", "--cluster", addrs, "--timeout", "5s")
+			return out + errOut, exitCode(err)
+		}
+		if out, code := health(n1 + "," + n2); code != 0 {
+			t.Fatalf("cluster health of two healthy voters: exit %d\n%s", code, out)
+		}
+		c.stop(c.nodes[1])
+		if ok, last := waitFor(20*time.Second, func() (bool, string) {
+			out, code := health(n1)
+			return code == 1 && strings.Contains(out, "knows no leader"), out
+		}); !ok {
+			t.Errorf("cluster health of a voter without quorum: %s", last)
+		}
+		c.start(c.nodes[1])
+		if ok, last := waitFor(30*time.Second, func() (bool, string) {
+			out, code := health(n1 + "," + n2)
+			return code == 0, out
+		}); !ok {
+			t.Errorf("cluster health after node 2 came back: %s", last)
+		}
+	})
 }
 
 // TestDemo runs `tandem demo` to completion.

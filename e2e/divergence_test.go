@@ -103,6 +103,23 @@ func TestDivergenceDetected(t *testing.T) {
 		}
 	}
 
+	// `tandem cluster health`, a supervisor's check: 1 for the diverged node, 0 for the others.
+	var others []string
+	for _, p := range c.nodes {
+		if p != f {
+			others = append(others, p.addr)
+		}
+	}
+	out, errOut, err := c.tandem("", "cluster", "health", "--cluster", strings.Join(others, ","), "--timeout", "5s")
+	if err != nil {
+		t.Errorf("cluster health of the two healthy nodes: %v\n%s%s", err, out, errOut)
+	}
+	out, errOut, err = c.tandem("", "cluster", "health", "--cluster", f.addr, "--timeout", "5s", "--format", "json")
+	if exitCode(err) != 1 || !strings.Contains(out, `"healthy": false`) || !strings.Contains(out, "account") ||
+		!strings.Contains(errOut, "not every node is healthy") {
+		t.Errorf("cluster health of the diverged node: exit %d\n%s%s", exitCode(err), out, errOut)
+	}
+
 	var errLine string
 	for _, l := range strings.Split(f.logSince(off), "\n") {
 		if strings.Contains(l, "level=ERROR") {

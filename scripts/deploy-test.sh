@@ -58,6 +58,10 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 three_voters() { [ "$(members "$1" | awk '$3 == "voter" && $6 == "true"' | wc -l)" = 3 ] && members "$1" | awk '$4 == "true"' | grep -q .; }
 wait_for 90 "for 3 healthy voters and a leader" three_voters n2
 
+health() { docker inspect --format '{{.State.Health.Status}}' "$(dc ps -q "$1")"; }
+all_healthy() { [ "$(health n1)" = healthy ] && [ "$(health n2)" = healthy ] && [ "$(health n3)" = healthy ]; }
+wait_for 60 "for Docker to report the three containers healthy (their health check)" all_healthy
+
 step "writing"
 tandem n2 sql --cluster "$cluster" "CREATE TABLE t(x); INSERT INTO t VALUES (1)" || fail "first write"
 
@@ -82,5 +86,6 @@ caught_up() {
 }
 wait_for 60 "for every node to hold both rows" caught_up
 wait_for 60 "for 3 healthy voters after the restart" three_voters "$survivor"
+wait_for 60 "for Docker to report the three containers healthy after the restart" all_healthy
 
 step "deploy test passed: every node holds the same 2 rows"

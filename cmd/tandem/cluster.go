@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -75,16 +76,20 @@ type memberRow struct {
 }
 
 func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("cluster", "list|remove ID|transfer [ID] [flags]",
+	fs := newFlags("cluster", "list|health|remove ID|transfer [ID] [flags]",
 		"list      prints every member: id, address, role, whether it leads, its applied index and health\n"+
 			"          (each node is asked for its own status; an unreachable node shows as unhealthy).\n"+
+			"health    asks each node that --cluster names (not the other members) for its own status and\n"+
+			"          exits 0 when every one answers, is healthy (not diverged, not removed) and knows a\n"+
+			"          leader, 1 otherwise: a health check for a supervisor, e.g. with --cluster 127.0.0.1:9001\n"+
+			"          --timeout 3s inside a node's container.\n"+
 			"remove ID removes a node from the cluster configuration.\n"+
 			"transfer  moves leadership to node ID, or to the most up-to-date voter without ID.", stderr)
 	cf := addClientFlags(fs)
-	format := fs.String("format", "table", "list output: table or json")
+	format := fs.String("format", "table", "list and health output: table or json")
 	if len(args) == 0 {
 		fs.Usage()
-		return usageError{"a subcommand is required: list, remove or transfer"}
+		return usageError{"a subcommand is required: list, health, remove or transfer"}
 	}
 	sub := args[0]
 	if sub == "-h" || sub == "--help" {
@@ -100,7 +105,7 @@ func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		}
 		if fs.NArg() == 0 {
 			fs.Usage()
-			return usageError{"a subcommand is required: list, remove or transfer"}
+			return usageError{"a subcommand is required: list, health, remove or transfer"}
 		}
 		sub, rest = fs.Arg(0), fs.Args()[1:]
 	} else {
@@ -116,9 +121,9 @@ func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	defer cancel()
 	var id uint64
 	switch sub {
-	case "list":
+	case "list", "health":
 		if len(rest) != 0 {
-			return usageError{"list takes no arguments"}
+			return usageError{sub + " takes no arguments"}
 		}
 	case "remove", "transfer":
 		if len(rest) > 1 || (sub == "remove" && len(rest) != 1) {
@@ -132,7 +137,7 @@ func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 			id = v
 		}
 	default:
-		return usageError{fmt.Sprintf("unknown subcommand %q: use list, remove or transfer", sub)}
+		return usageError{fmt.Sprintf("unknown subcommand %q: use list, health, remove or transfer", sub)}
 	}
 	c, err := cf.connect(ctx)
 	if err != nil {
@@ -140,6 +145,8 @@ func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	}
 	defer c.Close()
 	switch sub {
+	case "health":
+		return checkHealth(ctx, c, splitList(*cf.cluster), *format == "json", stdout)
 	case "remove":
 		if err := c.Remove(ctx, id); err != nil {
 			return err
@@ -172,6 +179,75 @@ func runCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s\t%v\t%s\n", r.ID, r.Address, r.Role, r.Leader, r.appliedText(), r.Healthy, r.Problem)
 	}
 	return tw.Flush()
+}
+
+// healthRow is one line of `tandem cluster health`.
+type healthRow struct {
+	Address string  `json:"address"`
+	ID      uint64  `json:"id,omitempty"`
+	Leader  uint64  `json:"leader,omitempty"`
+	Applied *uint64 `json:"applied_index"` // null: the node did not answer
+	Healthy bool    `json:"healthy"`
+	Problem string  `json:"problem,omitempty"`
+}
+
+// errUnhealthy is the failure of `tandem cluster health` (exit status 1), said after the
+// table.
+var errUnhealthy = errors.New("not every node is healthy")
+
+// checkHealth asks each of addrs for its own status.
+func checkHealth(ctx context.Context, c *client.Client, addrs []string, asJSON bool, stdout io.Writer) error {
+	rows := make([]healthRow, len(addrs))
+	done := make(chan struct{}, len(addrs))
+	for i, a := range addrs {
+		rows[i].Address = a
+		go func() {
+			defer func() { done <- struct{}{} }()
+			st, err := c.Status(ctx, a)
+			r := &rows[i]
+			switch {
+			case err != nil:
+				r.Problem = "unreachable: " + err.Error()
+			case !st.Healthy:
+				r.ID, r.Leader, r.Applied, r.Problem = st.ID, st.Leader, &st.Applied, st.Problem
+			case st.Leader == 0:
+				r.ID, r.Applied, r.Problem = st.ID, &st.Applied, "knows no leader (an election, or cut off from a majority)"
+			default:
+				r.ID, r.Leader, r.Applied, r.Healthy = st.ID, st.Leader, &st.Applied, true
+			}
+		}()
+	}
+	for range addrs {
+		<-done
+	}
+	all := true
+	for _, r := range rows {
+		all = all && r.Healthy
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rows); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ADDRESS\tID\tLEADER\tAPPLIED\tHEALTHY\tPROBLEM")
+		for _, r := range rows {
+			applied := "-"
+			if r.Applied != nil {
+				applied = strconv.FormatUint(*r.Applied, 10)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%v\t%s\n", r.Address, r.ID, r.Leader, applied, r.Healthy, r.Problem)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if !all {
+		return errUnhealthy
+	}
+	return nil
 }
 
 // appliedText is the applied index for a table, "-" for a node that did not answer.
