@@ -456,25 +456,18 @@ func TestRemovedWhileAwayLearnsWhenBack(t *testing.T) {
 	}
 }
 
-// A member removed while it was down that comes back believing it is a learner (here its
-// log ends before its promotion reached it) sends the leader nothing: a learner asks for no
-// votes, and raft sends a removed member nothing. The leader probes the members it saw
-// removed; the learner's answer shows how far its log matches, and it is sent the entries
-// up to its removal.
-func TestRemovedLearnerIsToldWhenBack(t *testing.T) {
-	c := newMemCluster(t, nil)
-	c.bootstrap(3)
-	c.proposeAll(seq("a", 0, 5))
-	lead := c.leader()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := c.node(lead).AddMember(ctx, 4, c.addr(4)); err != nil {
-		t.Fatal(err)
+// addLearnerThatMissesItsPromotion adds node id, starts it, and drops every append to it
+// that carries a configuration change after its addition: the leader promotes it (it
+// catches up), but its own log ends before the promotion, so it believes it is a learner.
+// The drop rule stays until the network heals. It returns the index of the addition.
+func (c *testCluster) addLearnerThatMissesItsPromotion(ctx context.Context, id uint64) uint64 {
+	c.t.Helper()
+	if err := c.node(c.leader()).AddMember(ctx, id, c.addr(id)); err != nil {
+		c.t.Fatal(err)
 	}
-	added := c.node(lead).Status().Applied
-	// Node 4 gets the log up to its addition, never the promotion that follows.
+	added := c.node(c.leader()).Status().Applied
 	c.nw.Drop(func(m *raftpb.Message) bool {
-		if m.GetTo() != 4 || m.GetType() != raftpb.MsgApp {
+		if m.GetTo() != id || m.GetType() != raftpb.MsgApp {
 			return false
 		}
 		for _, e := range m.GetEntries() {
@@ -484,8 +477,23 @@ func TestRemovedLearnerIsToldWhenBack(t *testing.T) {
 		}
 		return false
 	})
-	c.start(4, false)
-	c.waitVoter(4)
+	c.start(id, false)
+	c.waitVoter(id)
+	return added
+}
+
+// A member removed while it was down that comes back believing it is a learner (here its
+// log ends before its promotion reached it) sends the leader nothing: a learner asks for no
+// votes, and raft sends a removed member nothing. The leader probes the members it saw
+// removed; the learner's answer shows how far its log matches, and it is sent the entries
+// up to its removal.
+func TestRemovedLearnerIsToldWhenBack(t *testing.T) {
+	c := newMemCluster(t, nil)
+	c.bootstrap(3)
+	c.proposeAll(seq("a", 0, 5))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	added := c.addLearnerThatMissesItsPromotion(ctx, 4)
 	c.proposeAll(seq("b", 0, 5))
 	self := func(n *Node) Role {
 		for _, m := range n.Status().Members {
@@ -596,23 +604,7 @@ func TestRemovedMemberBeyondCompactionIsTold(t *testing.T) {
 				victim = 4
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				if err := c.node(c.leader()).AddMember(ctx, 4, c.addr(4)); err != nil {
-					t.Fatal(err)
-				}
-				added := c.node(c.leader()).Status().Applied
-				c.nw.Drop(func(m *raftpb.Message) bool {
-					if m.GetTo() != 4 || m.GetType() != raftpb.MsgApp {
-						return false
-					}
-					for _, e := range m.GetEntries() {
-						if e.GetIndex() > added && e.GetType() != raftpb.EntryNormal {
-							return true
-						}
-					}
-					return false
-				})
-				c.start(4, false)
-				c.waitVoter(4)
+				c.addLearnerThatMissesItsPromotion(ctx, 4)
 			}
 			c.stop(victim)
 			c.nw.Heal()

@@ -156,15 +156,11 @@ func (c *Conn) walkRowIDChanges(cs []byte, keep func(name string, sh *tableShape
 	if len(cs) == 0 {
 		return nil
 	}
-	if len(cs) > math.MaxInt32 {
-		return &Error{Code: lib.SQLITE_TOOBIG, ExtendedCode: lib.SQLITE_TOOBIG, Msg: "sqlite: changeset too big"}
+	p, err := c.changesetCopy(cs)
+	if err != nil {
+		return err
 	}
-	tls := c.tls
-	p := cCopy(tls, cs)
-	if p == 0 {
-		return errorFor(tls, 0, lib.SQLITE_NOMEM)
-	}
-	defer lib.Xsqlite3_free(tls, p)
+	defer lib.Xsqlite3_free(c.tls, p)
 	ci, err := c.startChangeset(p, len(cs))
 	if err != nil {
 		return err

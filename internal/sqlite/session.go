@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"bytes"
+	"math"
 	"strings"
 
 	"modernc.org/libc"
@@ -213,14 +214,11 @@ func (c *Conn) ApplyChangeset(cs []byte) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	if len(cs) > 1<<31-1 {
-		return &Error{Code: lib.SQLITE_TOOBIG, ExtendedCode: lib.SQLITE_TOOBIG, Msg: "sqlite: changeset too big"}
+	p, err := c.changesetCopy(cs)
+	if err != nil {
+		return err
 	}
 	tls := c.tls
-	p := cCopy(tls, cs)
-	if p == 0 {
-		return errorFor(tls, 0, lib.SQLITE_NOMEM)
-	}
 	defer lib.Xsqlite3_free(tls, p)
 	direct, err := c.checkChangesetSchema(p, len(cs))
 	if err != nil {
@@ -253,6 +251,19 @@ func (c *Conn) ApplyChangeset(cs []byte) error {
 		return errorFor(tls, c.db, rc)
 	}
 	return nil
+}
+
+// changesetCopy copies cs into C memory for the changeset functions; the caller frees it
+// with sqlite3_free.
+func (c *Conn) changesetCopy(cs []byte) (uintptr, error) {
+	if len(cs) > math.MaxInt32 {
+		return 0, &Error{Code: lib.SQLITE_TOOBIG, ExtendedCode: lib.SQLITE_TOOBIG, Msg: "sqlite: changeset too big"}
+	}
+	p := cCopy(c.tls, cs)
+	if p == 0 {
+		return 0, errorFor(c.tls, 0, lib.SQLITE_NOMEM)
+	}
+	return p, nil
 }
 
 // tableShape is what the session extension compares: the number of columns
