@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -260,6 +262,43 @@ func (n *Node) recordFormersLocked(before map[uint64]bool, cs *raftpb.ConfState,
 	n.formers.Store(&next)
 }
 
+// formerDescs lists the former members for a snapshot description, by ID.
+func (n *Node) formerDescs() []formerDesc {
+	f := n.formers.Load()
+	if f == nil {
+		return nil
+	}
+	out := make([]formerDesc, 0, len(*f))
+	for id, fm := range *f {
+		out = append(out, formerDesc{ID: id, RemovedAt: fm.removedAt, Addr: fm.addr})
+	}
+	slices.SortFunc(out, func(a, b formerDesc) int { return cmpU64(a.ID, b.ID) })
+	return out
+}
+
+// mergeFormers adds the former members of a snapshot to those this node knows, and forgets
+// every one that cs (the configuration now in force) holds: a snapshot can bring a member
+// back that this node saw removed, without the conf change that did it.
+func (n *Node) mergeFormers(descs []formerDesc, cs *raftpb.ConfState) {
+	next := map[uint64]formerMember{}
+	if f := n.formers.Load(); f != nil {
+		maps.Copy(next, *f)
+	}
+	for _, d := range descs {
+		if d.ID != n.cfg.ID {
+			if _, known := next[d.ID]; !known {
+				next[d.ID] = formerMember{removedAt: d.RemovedAt, addr: d.Addr}
+			}
+		}
+	}
+	for id := range next {
+		if isMember(cs, id) {
+			delete(next, id)
+		}
+	}
+	n.formers.Store(&next)
+}
+
 // noticeFormer tells a removed member of its removal when removalNotices could not (its
 // acknowledgement of the removal came after the leader applied it, it was cut off then, or
 // it was down and comes back with an older log). It acts on a message from the member that
@@ -444,7 +483,7 @@ func (n *Node) sendRemovalNotice(id uint64, fm formerMember, term uint64) {
 func (n *Node) sendToFormer(id uint64, fm formerMember, msg *raftpb.Message) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.stopped {
+	if n.stopped || fm.addr == "" {
 		return false
 	}
 	if _, member := n.addrs[id]; member {
@@ -506,7 +545,7 @@ func (n *Node) takeSnapshot(index uint64) error {
 		return err
 	}
 	n.mu.Lock()
-	desc := snapshotDesc{Index: index, Term: term, Members: n.membersLocked(), Files: files}
+	desc := snapshotDesc{Index: index, Term: term, Members: n.membersLocked(), Files: files, Formers: n.formerDescs()}
 	n.mu.Unlock()
 	data, err := json.Marshal(desc)
 	if err != nil {
@@ -573,6 +612,9 @@ func (n *Node) installSnapshot(s *raftpb.Snapshot) {
 		}
 	}
 	n.setConfLocked(n.ap.conf)
+	if desc != nil {
+		n.mergeFormers(desc.Formers, n.ap.conf)
+	}
 	n.mu.Unlock()
 	n.log.Info("snapshot installed", "index", index, "term", term)
 	// Safe before the raft loop records this snapshot: clean-up keeps the newest two db dirs

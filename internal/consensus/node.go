@@ -167,6 +167,7 @@ func Start(cfg Config) (*Node, error) {
 			n.addrs[m.ID] = m.Addr
 		}
 		n.conf = cloneConfState(snapshot.Metadata.GetConfState())
+		n.mergeFormers(desc.Formers, n.conf)
 		if err := n.restoreOnRestart(snapIndex); err != nil {
 			n.wal.Close()
 			return nil, err

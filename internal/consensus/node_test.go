@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -643,6 +644,53 @@ func TestRemovedMemberBeyondCompactionIsTold(t *testing.T) {
 	}
 }
 
+// The members a node saw removed travel in its snapshots: a leader restarted after the
+// removal was compacted still tells a removed member that comes back (found by a review:
+// the list was rebuilt from the entries after the snapshot alone).
+func TestFormersSurviveARestart(t *testing.T) {
+	c := newMemCluster(t, func(cfg *Config) {
+		cfg.SnapshotEvery = 20
+		cfg.CompactKeep = 5
+	})
+	c.bootstrap(3)
+	c.proposeAll(seq("a", 0, 5))
+	c.waitConverged(seq("a", 0, 5))
+	victim, _ := twoFollowers(c.leader())
+	c.stop(victim)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.node(c.leader()).RemoveMember(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	removal := c.node(c.leader()).Status().Applied
+	c.proposeAll(seq("b", 0, 60))
+	rest := slices.DeleteFunc(c.running(), func(id uint64) bool { return id == victim })
+	waitFor(t, 10*time.Second, "both survivors to compact past the removal", func() bool {
+		for _, id := range rest {
+			if first, _ := c.node(id).storage.FirstIndex(); first <= removal+1 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, id := range rest {
+		c.stop(id)
+	}
+	for _, id := range rest {
+		c.start(id, false)
+	}
+	c.leader(rest...)
+	n := c.start(victim, false)
+	select {
+	case <-n.Removed():
+	case <-time.After(15 * time.Second):
+		t.Fatalf("after the survivors restarted, the removed member was not told: %+v", n.Status())
+	}
+	if st := n.Status(); st.RemovedAt != removal {
+		t.Fatalf("removed at %d, want %d", st.RemovedAt, removal)
+	}
+}
+
 // A removal notice is ignored by a node that follows another leader, by one that applied
 // past the removal (added again), and by a new node that has no configuration yet.
 func TestRemovalNoticeGuards(t *testing.T) {
@@ -1232,5 +1280,19 @@ func TestLastEntryWithTermAtMost(t *testing.T) {
 	}
 	if idx, term, ok := n.lastEntryWithTermAtMost(6, 2); !ok || idx != 4 || term != 2 {
 		t.Errorf("after compaction to 3: got (%d, %d, %v), want (4, 2, true)", idx, term, ok)
+	}
+}
+
+// A snapshot's former members join those a node knows, and a member that the snapshot's
+// configuration holds (added again) is no former any more: deliver would otherwise keep
+// its messages from raft.
+func TestMergeFormers(t *testing.T) {
+	n := &Node{cfg: Config{ID: 1}}
+	n.formers.Store(&map[uint64]formerMember{5: {removedAt: 10, addr: "a5"}, 7: {removedAt: 12, addr: "a7"}})
+	n.mergeFormers([]formerDesc{{ID: 6, RemovedAt: 11, Addr: "a6"}, {ID: 1, RemovedAt: 3, Addr: "me"},
+		{ID: 7, RemovedAt: 99, Addr: "other"}}, &raftpb.ConfState{Voters: []uint64{1, 2, 5}})
+	want := map[uint64]formerMember{6: {removedAt: 11, addr: "a6"}, 7: {removedAt: 12, addr: "a7"}}
+	if got := *n.formers.Load(); !maps.Equal(got, want) {
+		t.Fatalf("formers %v, want %v", got, want)
 	}
 }

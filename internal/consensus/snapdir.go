@@ -27,6 +27,17 @@ type snapshotDesc struct {
 	Term    uint64     `json:"term"`
 	Members []Member   `json:"members"`
 	Files   []fileDesc `json:"files"`
+	// Formers are the members removed before Index that this node knew of, so that a node
+	// restarting from the snapshot, or one that receives it, can still tell them (see
+	// noticeFormer): the removals themselves are compacted away. Absent in older snapshots.
+	Formers []formerDesc `json:"formers,omitempty"`
+}
+
+// formerDesc is a former member in a snapshot description.
+type formerDesc struct {
+	ID        uint64 `json:"id"`
+	RemovedAt uint64 `json:"removed_at"`
+	Addr      string `json:"addr"`
 }
 
 type fileDesc struct {

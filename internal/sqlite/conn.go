@@ -52,6 +52,11 @@ type Conn struct {
 	// walFrames is C memory (an int32) where walHook stores the WAL's frame count after
 	// each commit; 0 until TrackWALFrames.
 	walFrames uintptr
+	// rolledBack is C memory (an int32) that rollbackHook sets when a transaction of this
+	// connection rolls back: a rollback gives its schema_version back, so caches keyed by
+	// schema_version (table shapes, keyedTables) that were filled inside it are dropped
+	// (schemaCachesCheck). Created with the connection.
+	rolledBack uintptr
 
 	imu sync.Mutex // guards idb, itls and cancelFlag against Close
 	// cancelFlag is C memory (an int32) that CancelOn's progress handler reads; 0 until the
@@ -67,9 +72,10 @@ type Conn struct {
 func Open(path string, opts OpenOptions) (*Conn, error) {
 	tls := libc.NewTLS()
 	c := &Conn{
-		tls:      tls,
-		stmts:    make(map[*Stmt]struct{}),
-		sessions: make(map[*Session]struct{}),
+		tls:          tls,
+		stmts:        make(map[*Stmt]struct{}),
+		sessions:     make(map[*Session]struct{}),
+		keyedVersion: -1,
 	}
 	flags := int32(lib.SQLITE_OPEN_NOMUTEX | lib.SQLITE_OPEN_EXRESCODE)
 	if opts.ReadOnly {
@@ -107,6 +113,11 @@ func Open(path string, opts OpenOptions) (*Conn, error) {
 
 func (c *Conn) setup(path string, opts OpenOptions) error {
 	lib.Xsqlite3_extended_result_codes(c.tls, c.db, 1)
+	if c.rolledBack = cMalloc(c.tls, 4); c.rolledBack == 0 {
+		return &Error{Code: lib.SQLITE_NOMEM, Msg: "out of memory"}
+	}
+	writeInt32(c.rolledBack, 0)
+	lib.Xsqlite3_rollback_hook(c.tls, c.db, rollbackHookPtr, c.rolledBack)
 	if opts.BusyTimeout > 0 {
 		ms := opts.BusyTimeout.Milliseconds()
 		if ms > 1<<31-1 {
@@ -215,6 +226,10 @@ func (c *Conn) Close() error {
 	if c.walFrames != 0 {
 		lib.Xsqlite3_free(c.tls, c.walFrames)
 		c.walFrames = 0
+	}
+	if c.rolledBack != 0 {
+		lib.Xsqlite3_free(c.tls, c.rolledBack)
+		c.rolledBack = 0
 	}
 	if cancelFlag != 0 {
 		lib.Xsqlite3_free(c.tls, cancelFlag)

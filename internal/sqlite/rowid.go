@@ -229,11 +229,12 @@ func (c *Conn) ChangesetRowIDs(cs []byte) ([]TableRowIDs, error) {
 		return nil, nil
 	}
 	// Most schemas have no such table: then one read of the schema version answers.
+	c.schemaCachesCheck()
 	v, err := c.SchemaVersion()
 	if err != nil {
 		return nil, err
 	}
-	if c.keyedVersion != v || v == 0 {
+	if c.keyedVersion != v {
 		rows, err := c.queryValues(`SELECT EXISTS(SELECT 1 FROM main.sqlite_schema s WHERE s.type = 'table'
 			AND (SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = s.name) = 0
 			AND EXISTS(SELECT 1 FROM pragma_index_list(s.name, 'main') WHERE origin = 'pk'))`)
@@ -335,10 +336,24 @@ func (c *Conn) SetChangesetRowIDs(cs []byte, ids []TableRowIDs) error {
 			return fmt.Errorf("%w: %s has %d changed rows and %d rowids", errRowIDs, name, cur.i, len(cur.ids))
 		}
 	}
-	next := map[*tableShape]*spare{}
+	// Spare rowids lie beyond every row of the table and every target, so that a row
+	// parked on one is in nobody's way.
+	spares := map[*tableShape]*spare{}
+	for _, f := range fixes {
+		s := spares[f.sh]
+		if s == nil {
+			hi, lo, err := c.rowidRange(f.sh)
+			if err != nil {
+				return err
+			}
+			s = &spare{hi: hi, lo: lo}
+			spares[f.sh] = s
+		}
+		s.hi, s.lo = max(s.hi, f.want), min(s.lo, f.want)
+	}
 	for i := range fixes {
 		f := &fixes[i]
-		tmp, err := c.spareRowID(f.sh, next)
+		tmp, err := spares[f.sh].take(f.sh.name)
 		if err != nil {
 			return err
 		}
@@ -353,7 +368,7 @@ func (c *Conn) SetChangesetRowIDs(cs []byte, ids []TableRowIDs) error {
 		if errors.As(err, &e) && e.Code == lib.SQLITE_CONSTRAINT {
 			// Held by a row that this changeset does not name: its rowid differs from
 			// the leader's already. Make way; the leader's row is the one named here.
-			tmp, err2 := c.spareRowID(f.sh, next)
+			tmp, err2 := spares[f.sh].take(f.sh.name)
 			if err2 != nil {
 				return err2
 			}
@@ -369,50 +384,45 @@ func (c *Conn) SetChangesetRowIDs(cs []byte, ids []TableRowIDs) error {
 	return nil
 }
 
-// spare hands out rowids that no row of a table has: up from past its largest, or down from
-// below its smallest when the largest is the largest possible.
+// spare hands out rowids above hi, or below lo once none is left above: hi and lo bound
+// every rowid of the table and every target of the fixes.
 type spare struct {
-	next int64
-	down bool
+	hi, lo int64
+	down   bool
 }
 
-func (c *Conn) spareRowID(sh *tableShape, spares map[*tableShape]*spare) (int64, error) {
-	s := spares[sh]
-	if s == nil {
-		if sh.rowids.max == nil {
-			st, err := c.prepareOne("SELECT max(" + sh.rowidName + "), min(" + sh.rowidName + ") FROM main." + quoteIdent(sh.name))
-			if err != nil {
-				return 0, err
-			}
-			sh.rowids.max = st
+func (s *spare) take(table string) (int64, error) {
+	if !s.down {
+		if s.hi < math.MaxInt64 {
+			s.hi++
+			return s.hi, nil
 		}
-		st := sh.rowids.max
-		if _, err := st.Step(); err != nil {
-			st.Reset()
-			return 0, err
-		}
-		hi, _ := st.Column(0).(int64)
-		lo, _ := st.Column(1).(int64)
-		st.Reset()
-		s = &spare{next: hi + 1}
-		if hi == math.MaxInt64 {
-			s = &spare{next: lo - 1, down: true}
-		}
-		spares[sh] = s
+		s.down = true
 	}
-	id := s.next
-	if s.down {
-		if id == math.MinInt64 {
-			return 0, fmt.Errorf("sqlite: no spare rowid in %s", sh.name)
-		}
-		s.next--
-	} else {
-		if id == math.MaxInt64 {
-			return 0, fmt.Errorf("sqlite: no spare rowid in %s", sh.name)
-		}
-		s.next++
+	if s.lo > math.MinInt64 {
+		s.lo--
+		return s.lo, nil
 	}
-	return id, nil
+	return 0, fmt.Errorf("sqlite: no spare rowid in %s", table)
+}
+
+// rowidRange returns the largest and smallest rowid of sh (0, 0 when it is empty).
+func (c *Conn) rowidRange(sh *tableShape) (hi, lo int64, err error) {
+	if sh.rowids.max == nil {
+		st, err := c.prepareOne("SELECT max(" + sh.rowidName + "), min(" + sh.rowidName + ") FROM main." + quoteIdent(sh.name))
+		if err != nil {
+			return 0, 0, err
+		}
+		sh.rowids.max = st
+	}
+	st := sh.rowids.max
+	defer st.Reset()
+	if _, err := st.Step(); err != nil {
+		return 0, 0, err
+	}
+	hi, _ = st.Column(0).(int64)
+	lo, _ = st.Column(1).(int64)
+	return hi, lo, nil
 }
 
 // moveRowID gives the row of sh with rowid from the rowid to.
@@ -433,6 +443,11 @@ func (c *Conn) moveRowID(sh *tableShape, from, to int64) error {
 	if err := st.bindValue(2, from); err != nil {
 		return err
 	}
-	_, err := st.Step()
-	return err
+	if _, err := st.Step(); err != nil {
+		return err
+	}
+	if n := c.Changes(); n != 1 {
+		return fmt.Errorf("sqlite: moving the row of %s at rowid %d to %d changed %d rows", sh.name, from, to, n)
+	}
+	return nil
 }

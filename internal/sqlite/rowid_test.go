@@ -138,6 +138,59 @@ func TestChangesetRowIDs(t *testing.T) {
 	}
 }
 
+// Targets just past the table's largest rowid, as upserts and inserts give them: the rows
+// parked on spare rowids must not sit where another row goes (found by a review: two
+// INSERT OR REPLACE of existing keys in one entry swapped rows on the followers).
+func TestChangesetRowIDsNextToTheLargest(t *testing.T) {
+	for _, sql := range []string{
+		"INSERT INTO t(rowid, k, v) VALUES (14, 'a', 1), (13, 'b', 2)",
+		"INSERT INTO t(rowid, k, v) VALUES (13, 'a', 1), (14, 'b', 2)",
+		"INSERT INTO t(rowid, k, v) VALUES (12, 'b', 1), (11, 'a', 2)",
+		"INSERT OR REPLACE INTO t VALUES ('p4', 1); INSERT OR REPLACE INTO t VALUES ('p3', 2)",
+		"INSERT OR REPLACE INTO t VALUES ('p3', 1); INSERT OR REPLACE INTO t VALUES ('p4', 2)",
+		"INSERT OR REPLACE INTO t VALUES ('p7', 1); INSERT OR REPLACE INTO t VALUES ('p1', 2)",
+		"INSERT OR REPLACE INTO t VALUES ('p9', 1); INSERT OR REPLACE INTO t VALUES ('p2', 2); INSERT INTO t VALUES ('q', 3)",
+	} {
+		src, dst := pair(t, rowidSchema, OpenOptions{DisableTriggers: true})
+		plain := openT(t, "plain.db", OpenOptions{DisableTriggers: true})
+		mustExec(t, plain, rowidSchema)
+		for i := 1; i <= 10; i++ {
+			for _, c := range []*Conn{src, dst, plain} {
+				mustExec(t, c, "INSERT INTO t(rowid, k, v) VALUES (?, ?, 0)", int64(i), fmt.Sprintf("p%d", i))
+			}
+		}
+		replicate(t, src, []*Conn{dst, plain}, sql)
+		if got, want := rowidDump(t, dst)["t"], rowidDump(t, src)["t"]; !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %v\nwant %v", sql, got, want)
+		}
+	}
+}
+
+// A rolled-back transaction gives its schema_version back, and the next schema change takes
+// the same number: what was cached inside the rolled-back one must not answer for it.
+func TestChangesetRowIDsAfterARolledBackSchemaChange(t *testing.T) {
+	c := openT(t, "c.db", OpenOptions{})
+	mustExec(t, c, "CREATE TABLE nopk(a)")
+	mustExec(t, c, "BEGIN; CREATE TABLE x(a)")
+	cs := capture(t, c, "INSERT INTO x VALUES (1)")
+	if ids, err := c.ChangesetRowIDs(cs); err != nil || ids != nil {
+		t.Fatal(ids, err)
+	}
+	mustExec(t, c, "ROLLBACK")
+	mustExec(t, c, "BEGIN; CREATE TABLE y(k TEXT PRIMARY KEY, v)")
+	cs = capture(t, c, "INSERT INTO y VALUES ('a', 1), ('b', 2)")
+	if ids, err := c.ChangesetRowIDs(cs); err != nil || len(ids) != 1 || len(ids[0].RowIDs) != 2 {
+		t.Fatalf("rowids of y: %v %v", ids, err)
+	}
+	mustExec(t, c, "ROLLBACK")
+	// And the table shapes: y again, now with the rowid as its key.
+	mustExec(t, c, "CREATE TABLE y(k INTEGER PRIMARY KEY, v)")
+	cs = capture(t, c, "INSERT INTO y VALUES (1, 1), (2, 2)")
+	if ids, err := c.ChangesetRowIDs(cs); err != nil || ids != nil {
+		t.Fatalf("rowids of y with an INTEGER PRIMARY KEY: %v %v", ids, err)
+	}
+}
+
 // Rowids that do not fit their changeset are an error, not a guess.
 func TestChangesetRowIDsMismatch(t *testing.T) {
 	src, dst := pair(t, rowidSchema, OpenOptions{DisableTriggers: true})

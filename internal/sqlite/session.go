@@ -339,6 +339,7 @@ func (c *Conn) checkChangesetSchema(p uintptr, n int) (direct bool, err error) {
 // apply (-1 before it is read).
 func (c *Conn) cachedTableShape(name string, version *int64) (*tableShape, error) {
 	if *version < 0 {
+		c.schemaCachesCheck()
 		v, err := c.SchemaVersion()
 		if err != nil {
 			return nil, err

@@ -42,3 +42,22 @@ func (c *Conn) WALFrames() int {
 	}
 	return int(readInt32(c.walFrames))
 }
+
+// rollbackHook is the sqlite3_rollback_hook callback of every connection: it notes the
+// rollback in the int32 its context points at (Conn.rolledBack).
+func rollbackHook(_ *libc.TLS, pArg uintptr) {
+	writeInt32(pArg, 1)
+}
+
+var rollbackHookPtr = cFunc(rollbackHook)
+
+// schemaCachesCheck drops the caches keyed by schema_version if a transaction rolled back
+// since the last check: the numbers it used are given out again, to other schemas.
+func (c *Conn) schemaCachesCheck() {
+	if c.rolledBack == 0 || readInt32(c.rolledBack) == 0 {
+		return
+	}
+	writeInt32(c.rolledBack, 0)
+	c.dropShapes()
+	c.keyedVersion = -1
+}
