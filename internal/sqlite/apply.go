@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 
 	lib "modernc.org/sqlite/lib"
@@ -30,12 +31,13 @@ const rowidName = "_rowid_"
 // applyStmts are a table's cached apply statements; closed when the shapes are dropped.
 type applyStmts struct {
 	insert, delete *Stmt
+	insertRowID    *Stmt            // INSERT with the rowid as the last parameter (rowidHints)
 	update         map[string]*Stmt // by modified-column mask
 	exists         *Stmt            // SELECT by key: tells "notfound" from "data"
 }
 
 func (a *applyStmts) close() {
-	for _, st := range []*Stmt{a.insert, a.delete, a.exists} {
+	for _, st := range []*Stmt{a.insert, a.delete, a.exists, a.insertRowID} {
 		if st != nil {
 			st.Close()
 		}
@@ -82,6 +84,26 @@ func (c *Conn) insertStmt(sh *tableShape) (*Stmt, error) {
 		sh.stmts.insert = st
 	}
 	return sh.stmts.insert, nil
+}
+
+// insertRowIDStmt: INSERT INTO t(c1..cn, rowid) VALUES(?1..?n, ?n+1), for a table whose
+// rowid is not its key (rowidShape has named it).
+func (c *Conn) insertRowIDStmt(sh *tableShape) (*Stmt, error) {
+	if sh.stmts.insertRowID == nil {
+		cols := make([]string, len(sh.cols)+1)
+		params := make([]string, len(sh.cols)+1)
+		for i, name := range sh.cols {
+			cols[i], params[i] = quoteIdent(name), "?"+itoa(i+1)
+		}
+		cols[len(sh.cols)], params[len(sh.cols)] = sh.rowidName, "?"+itoa(len(sh.cols)+1)
+		st, err := c.prepareOne("INSERT INTO main." + quoteIdent(sh.name) + "(" + strings.Join(cols, ", ") +
+			") VALUES(" + strings.Join(params, ", ") + ")")
+		if err != nil {
+			return nil, err
+		}
+		sh.stmts.insertRowID = st
+	}
+	return sh.stmts.insertRowID, nil
 }
 
 // deleteStmt: DELETE FROM t WHERE every column IS its old value (?i for column i).
@@ -169,7 +191,7 @@ type binder func(st *Stmt, param int, old bool, col int) error
 
 // applyDirect applies the changeset at p (n bytes) inside a savepoint: a failure leaves
 // nothing behind. Every table was checked by checkChangesetSchema and is in c.shapes.
-func (c *Conn) applyDirect(p uintptr, n int) error {
+func (c *Conn) applyDirect(p uintptr, n int, hints map[string]*rowidHints) error {
 	if err := c.savepoint(0); err != nil {
 		return err
 	}
@@ -180,7 +202,7 @@ func (c *Conn) applyDirect(p uintptr, n int) error {
 	// INSERT OR REPLACE that moved a UNIQUE key to a new rowid), so that the retries below
 	// are the exception.
 	for _, op := range [...]int32{lib.SQLITE_DELETE, lib.SQLITE_UPDATE, lib.SQLITE_INSERT} {
-		if retry, err = c.applyChanges(p, n, op, retry); err != nil {
+		if retry, err = c.applyChanges(p, n, op, retry, hints); err != nil {
 			break
 		}
 	}
@@ -211,9 +233,17 @@ func (c *Conn) savepoint(k int) error {
 	return err
 }
 
+// rowidHints are the leader's rowids of one table's inserted and updated rows, in changeset
+// order (TableRowIDs); the INSERT pass of applyChanges counts those changes in i.
+type rowidHints struct {
+	ids []int64
+	i   int
+}
+
 // applyChanges applies the changes of operation only (SQLITE_INSERT, _UPDATE or _DELETE) and
-// returns retry with the changes that failed a constraint added.
-func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change) ([]change, error) {
+// returns retry with the changes that failed a constraint added. In the INSERT pass, a row
+// of a table in hints is inserted with its rowid from there.
+func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change, hints map[string]*rowidHints) ([]change, error) {
 	tls := c.tls
 	ci, err := c.startChangeset(p, n)
 	if err != nil {
@@ -243,6 +273,15 @@ func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change) ([]cha
 		if !ok {
 			return retry, nil
 		}
+		var rowid *int64
+		if only == lib.SQLITE_INSERT && hints != nil && op != lib.SQLITE_DELETE {
+			if h := hints[goString(zTab)]; h != nil {
+				if op == lib.SQLITE_INSERT && h.i < len(h.ids) {
+					rowid = &h.ids[h.i]
+				}
+				h.i++
+			}
+		}
 		if op != only {
 			continue
 		}
@@ -267,7 +306,15 @@ func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change) ([]cha
 				mask = append(mask, mod)
 			}
 		}
-		err = c.applyOne(sh, op, mask, bind)
+		if rowid != nil {
+			if err := c.rowidShape(sh); err != nil {
+				return nil, err
+			}
+			if sh.keys == nil || sh.rowidName == "" {
+				rowid = nil // SetChangesetRowIDs reports the mismatch
+			}
+		}
+		err = c.applyOne(sh, op, mask, bind, rowid)
 		if ce, ok := err.(*ConflictError); ok && ce.Kind == ConflictConstraint {
 			retry = append(retry, c.copyChange(sh, op, mask, ci))
 			continue
@@ -281,14 +328,21 @@ func (c *Conn) applyChanges(p uintptr, n int, only int32, retry []change) ([]cha
 // applyOne applies one change: it picks the table's statement for op (and, for an UPDATE,
 // the modified columns in mask), binds the values the change carries with bind and checks
 // the outcome (runChange).
-func (c *Conn) applyOne(sh *tableShape, op int32, mask []byte, bind binder) error {
+//
+// An INSERT with a rowid inserts the row there; if another row holds that rowid (one that
+// moves later), it inserts the row where SQLite puts it, and SetChangesetRowIDs moves it.
+func (c *Conn) applyOne(sh *tableShape, op int32, mask []byte, bind binder, rowid *int64) error {
 	var (
 		st  *Stmt
 		err error
 	)
 	switch op {
 	case lib.SQLITE_INSERT:
-		st, err = c.insertStmt(sh)
+		if rowid != nil {
+			st, err = c.insertRowIDStmt(sh)
+		} else {
+			st, err = c.insertStmt(sh)
+		}
 	case lib.SQLITE_DELETE:
 		st, err = c.deleteStmt(sh)
 	case lib.SQLITE_UPDATE:
@@ -320,7 +374,12 @@ func (c *Conn) applyOne(sh *tableShape, op int32, mask []byte, bind binder) erro
 			return err
 		}
 	}
-	return c.runChange(sh, op, st, func(ex *Stmt) error {
+	if rowid != nil {
+		if err := st.bindValue(n+1, *rowid); err != nil {
+			return err
+		}
+	}
+	err = c.runChange(sh, op, st, func(ex *Stmt) error {
 		for i := range n {
 			if sh.pk[i] != 0 {
 				if err := bind(ex, i+1, true, i); err != nil {
@@ -330,7 +389,14 @@ func (c *Conn) applyOne(sh *tableShape, op int32, mask []byte, bind binder) erro
 		}
 		return nil
 	})
+	if rowid != nil && errors.Is(err, errRowIDTaken) {
+		return c.applyOne(sh, op, mask, bind, nil)
+	}
+	return err
 }
+
+// errRowIDTaken: an INSERT with a rowid found another row there.
+var errRowIDTaken = errors.New("sqlite: rowid taken")
 
 // runChange steps st, bound for one change, and checks the outcome. bindKey binds the
 // change's key to the SELECT that tells a missing row from one with other values.
@@ -342,6 +408,9 @@ func (c *Conn) runChange(sh *tableShape, op int32, st *Stmt, bindKey func(*Stmt)
 		e, ok := err.(*Error)
 		if !ok || e.Code != lib.SQLITE_CONSTRAINT {
 			return err
+		}
+		if op == lib.SQLITE_INSERT && e.ExtendedCode == lib.SQLITE_CONSTRAINT_ROWID && sh.keys != nil {
+			return errRowIDTaken // the rowid is not the key: inserted with one (applyOne)
 		}
 		if op == lib.SQLITE_INSERT && (e.ExtendedCode == lib.SQLITE_CONSTRAINT_PRIMARYKEY || e.ExtendedCode == lib.SQLITE_CONSTRAINT_ROWID) {
 			return &ConflictError{Kind: ConflictConflict, Table: sh.name, Op: opName(op)}
@@ -440,5 +509,5 @@ func (c *Conn) applyCopied(ch change) error {
 			v = ch.old[col]
 		}
 		return st.bindValue(param, v)
-	})
+	}, nil)
 }

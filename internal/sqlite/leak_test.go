@@ -108,11 +108,17 @@ func TestNoCLeaks(t *testing.T) {
 		if err := direct.SetChangesetRowIDs(cs, []TableRowIDs{{Table: "tk", RowIDs: []int64{1}}}); !errors.Is(err, errRowIDs) {
 			t.Fatal(err)
 		}
+
 		if err := direct.ApplyChangeset(cs); !errors.Is(err, ErrConflict) {
 			t.Fatal(err)
 		}
 		if err := direct.ApplyChangeset(cs[:len(cs)-3]); err == nil {
 			t.Fatal("truncated changeset applied")
+		}
+		mustExec(t, direct, "ROLLBACK")
+		mustExec(t, direct, "BEGIN")
+		if err := direct.ApplyChangesetRowIDs(cs, ids); err != nil {
+			t.Fatal(err)
 		}
 		mustExec(t, direct, "ROLLBACK")
 		s, _ = src.CreateSession()

@@ -208,6 +208,32 @@ func opName(op int32) string {
 // reported by SQLite aborts the apply and gives a *ConflictError with the
 // conflict kind, table and operation. Other failures are *Error.
 func (c *Conn) ApplyChangeset(cs []byte) error {
+	return c.applyChangeset(cs, nil)
+}
+
+// ApplyChangesetRowIDs applies cs like ApplyChangeset and gives its rows the rowids ids
+// lists (SetChangesetRowIDs). Where the changeset is applied with statements of our own,
+// inserted rows get their rowid as they are inserted, so that few move afterwards (a
+// changeset lists rows by key hash: most would arrive at another rowid and move twice).
+func (c *Conn) ApplyChangesetRowIDs(cs []byte, ids []TableRowIDs) error {
+	var hints map[string]*rowidHints
+	if len(ids) > 0 {
+		hints = make(map[string]*rowidHints, len(ids))
+		for _, t := range ids {
+			if h := hints[t.Table]; h != nil {
+				h.ids = append(h.ids, t.RowIDs...)
+			} else {
+				hints[t.Table] = &rowidHints{ids: t.RowIDs}
+			}
+		}
+	}
+	if err := c.applyChangeset(cs, hints); err != nil {
+		return err
+	}
+	return c.SetChangesetRowIDs(cs, ids)
+}
+
+func (c *Conn) applyChangeset(cs []byte, hints map[string]*rowidHints) error {
 	if c.db == 0 {
 		return errClosed()
 	}
@@ -225,7 +251,7 @@ func (c *Conn) ApplyChangeset(cs []byte) error {
 		return err
 	}
 	if direct && !c.foreignKeys {
-		return c.applyDirect(p, len(cs))
+		return c.applyDirect(p, len(cs), hints)
 	}
 	res := cMalloc(tls, resSize)
 	if res == 0 {

@@ -209,11 +209,8 @@ func (s *Store) applyCommand(t *applyTx, index uint64, cmd *command) error {
 		return fmt.Errorf("changeset: %w", err)
 	}
 	if len(cs) > 0 {
-		if err := c.ApplyChangeset(cs); err != nil {
+		if err := c.ApplyChangesetRowIDs(cs, cmd.RowIDs); err != nil {
 			return fmt.Errorf("changeset: %w", err)
-		}
-		if err := c.SetChangesetRowIDs(cs, cmd.RowIDs); err != nil {
-			return fmt.Errorf("changeset rowids: %w", err)
 		}
 	}
 	st := &t.db.applyStmt
